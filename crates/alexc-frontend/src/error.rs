@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Syntax,
     /// A layer kind that does not exist (`Conv3d(…)`).
     UnknownLayerKind,
+    /// A variant that does not exist (an unknown initializer).
+    UnknownVariant,
     /// A field that the struct or layer kind does not have.
     UnknownField,
     /// A required field is absent.
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Io => "alexc::model::io",
             ErrorKind::Syntax => "alexc::model::syntax",
             ErrorKind::UnknownLayerKind => "alexc::model::unknown-layer-kind",
+            ErrorKind::UnknownVariant => "alexc::model::unknown-variant",
             ErrorKind::UnknownField => "alexc::model::unknown-field",
             ErrorKind::MissingField => "alexc::model::missing-field",
             ErrorKind::InvalidValue => "alexc::model::invalid-value",
@@ -112,7 +115,11 @@ impl ModelError {
     }
 
     /// Sets the primary label; ignored when `span` is `None` or out of range.
-    pub(crate) fn at(mut self: Box<Self>, span: Option<Range<usize>>, text: impl Into<String>) -> Box<Self> {
+    pub(crate) fn at(
+        mut self: Box<Self>,
+        span: Option<Range<usize>>,
+        text: impl Into<String>,
+    ) -> Box<Self> {
         if let (Some(span), Some(src)) = (span, &self.code_src) {
             let src = src.inner();
             if span.start <= span.end
@@ -121,17 +128,27 @@ impl ModelError {
                 && src.is_char_boundary(span.end)
             {
                 self.location = Some(line_col(src, span.start));
-                self.label = Some(Label { span, text: text.into() });
+                self.label = Some(Label {
+                    span,
+                    text: text.into(),
+                });
             }
         }
         self
     }
 
     /// Adds a secondary label.
-    pub(crate) fn also(mut self: Box<Self>, span: Option<Range<usize>>, text: impl Into<String>) -> Box<Self> {
+    pub(crate) fn also(
+        mut self: Box<Self>,
+        span: Option<Range<usize>>,
+        text: impl Into<String>,
+    ) -> Box<Self> {
         if let (Some(span), Some(src)) = (span, &self.code_src) {
             if span.start <= span.end && span.end <= src.inner().len() {
-                self.related.push(Label { span, text: text.into() });
+                self.related.push(Label {
+                    span,
+                    text: text.into(),
+                });
             }
         }
         self
@@ -157,7 +174,9 @@ impl Diagnostic for ModelError {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.hint.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.hint
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -165,9 +184,10 @@ impl Diagnostic for ModelError {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let primary = self.label.iter().map(|l| {
-            LabeledSpan::new_primary_with_span(Some(l.text.clone()), l.span.clone())
-        });
+        let primary = self
+            .label
+            .iter()
+            .map(|l| LabeledSpan::new_primary_with_span(Some(l.text.clone()), l.span.clone()));
         let related = self
             .related
             .iter()
@@ -195,7 +215,11 @@ pub(crate) fn offset_of(src: &str, line: usize, col: usize) -> usize {
     let mut offset = 0;
     for (i, l) in src.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            let within: usize = l.chars().take(col.saturating_sub(1)).map(char::len_utf8).sum();
+            let within: usize = l
+                .chars()
+                .take(col.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
             return offset + within;
         }
         offset += l.len();

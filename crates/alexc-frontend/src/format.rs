@@ -105,8 +105,12 @@ impl<'de> Deserialize<'de> for Pair {
                 Ok(Pair([v, v]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
-                let h: i64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let w: i64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let h: i64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let w: i64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
                 if seq.next_element::<i64>()?.is_some() {
                     return Err(de::Error::invalid_length(3, &self));
                 }
@@ -146,12 +150,18 @@ pub struct InitDefaults {
 
 impl Default for InitDefaults {
     fn default() -> Self {
-        InitDefaults { weight: default_weight_init(), bias: default_bias_init() }
+        InitDefaults {
+            weight: default_weight_init(),
+            bias: default_bias_init(),
+        }
     }
 }
 
 fn default_weight_init() -> InitSpec {
-    InitSpec::Normal { mean: 0.0, std: 0.01 }
+    InitSpec::Normal {
+        mean: 0.0,
+        std: 0.01,
+    }
 }
 
 fn default_bias_init() -> InitSpec {

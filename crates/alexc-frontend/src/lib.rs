@@ -61,8 +61,13 @@ impl Model {
 pub fn load(path: &Path, batch: usize) -> Result<Model, Box<ModelError>> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ModelError::new(ErrorKind::Io, format!("cannot read {file}: {e}"), &file, None)
-            .hint("check the path; model files live in models/")
+        ModelError::new(
+            ErrorKind::Io,
+            format!("cannot read {file}: {e}"),
+            &file,
+            None,
+        )
+        .hint("check the path; model files live in models/")
     })?;
     let mut model = parse(&text, &file, batch)?;
     model.path = path.to_path_buf();
@@ -77,9 +82,20 @@ pub fn parse(text: &str, file: &str, batch: usize) -> Result<Model, Box<ModelErr
     let spec: ModelSpec = options
         .from_str(text)
         .map_err(|e| syntax_error(&e, file, &source))?;
-    let lowerer = lower::Lowerer { src: &source, file, tree: spans::parse(text), spec: &spec, batch };
+    let lowerer = lower::Lowerer {
+        src: &source,
+        file,
+        tree: spans::parse(text),
+        spec: &spec,
+        batch,
+    };
     let graph = lowerer.lower()?;
-    Ok(Model { graph, spec, path: PathBuf::from(file), source })
+    Ok(Model {
+        graph,
+        spec,
+        path: PathBuf::from(file),
+        source,
+    })
 }
 
 /// Translates ron's error into a diagnostic, with a hint for the common
@@ -107,47 +123,112 @@ fn syntax_error(e: &ron::error::SpannedError, file: &str, source: &Arc<String>) 
             .filter(|&(d, k)| d <= 2.max(k.len() / 3))
             .min();
         match best {
-            Some((_, k)) => format!("did you mean `{k}`? expected one of: {}", expected.join(", ")),
+            Some((_, k)) => format!(
+                "did you mean `{k}`? expected one of: {}",
+                expected.join(", ")
+            ),
             None => format!("expected one of: {}", expected.join(", ")),
         }
     };
+    // The token that ends where the parser stopped (a string or a word).
+    let value_span = || -> std::ops::Range<usize> {
+        let bytes = text.as_bytes();
+        let end = at.min(text.len());
+        if end > 0 && bytes[end - 1] == b'"' {
+            let start = text[..end - 1].rfind('"').unwrap_or(end - 1);
+            return start..end;
+        }
+        let start = text[..end]
+            .rfind(|c: char| !(c.is_alphanumeric() || "_.+-".contains(c)))
+            .map_or(0, |i| i + 1);
+        if start < end {
+            start..end
+        } else {
+            end.saturating_sub(1)..end
+        }
+    };
+    const FORMAT_HINT: &str = "docs/model-format.md gives the type of every field";
     let new = |kind, message: String| ModelError::new(kind, message, file, Some(source.clone()));
     match &e.code {
-        E::NoSuchEnumVariant { expected, found, outer } => {
-            let what = match outer.as_deref() {
-                Some("LayerSpec") => "layer kind",
-                Some("InitSpec") => "initializer",
-                _ => "variant",
+        E::NoSuchEnumVariant {
+            expected,
+            found,
+            outer,
+        } => {
+            let (kind, what) = match outer.as_deref() {
+                Some("LayerSpec") => (ErrorKind::UnknownLayerKind, "layer kind"),
+                Some("InitSpec") => (ErrorKind::UnknownVariant, "initializer"),
+                _ => (ErrorKind::UnknownVariant, "variant"),
             };
-            new(ErrorKind::UnknownLayerKind, format!("unknown {what} `{found}`"))
-                .at(Some(word_span(found)), format!("not a {what}"))
+            new(kind, format!("unknown {what} `{found}`"))
+                .at(
+                    Some(word_span(found)),
+                    format!(
+                        "not {} {what}",
+                        if what.starts_with('i') { "an" } else { "a" }
+                    ),
+                )
                 .hint(suggest(found, expected))
         }
-        E::NoSuchStructField { expected, found, outer } => {
+        E::NoSuchStructField {
+            expected,
+            found,
+            outer,
+        } => {
             let outer = outer.as_deref().map(display_outer).unwrap_or_default();
-            new(ErrorKind::UnknownField, format!("unknown field `{found}`{outer}"))
-                .at(Some(word_span(found)), "unknown field")
-                .hint(suggest(found, expected))
+            let mut hint = suggest(found, expected);
+            if found.starts_with(|c: char| c.is_ascii_uppercase()) {
+                hint = format!("is a `)` missing before it? {hint}");
+            }
+            new(
+                ErrorKind::UnknownField,
+                format!("unknown field `{found}`{outer}"),
+            )
+            .at(Some(word_span(found)), "unknown field")
+            .hint(hint)
         }
         E::MissingStructField { field, outer } => {
             let outer_name = outer.as_deref().map(display_outer).unwrap_or_default();
-            new(ErrorKind::MissingField, format!("missing field `{field}`{outer_name}"))
-                .at(Some(at.saturating_sub(1)..at), "this ends without it")
-                .hint(format!("add `{field}: …`; docs/model-format.md lists every field"))
+            new(
+                ErrorKind::MissingField,
+                format!("missing field `{field}`{outer_name}"),
+            )
+            .at(Some(at.saturating_sub(1)..at), "this ends without it")
+            .hint(format!(
+                "add `{field}: …`; docs/model-format.md lists every field"
+            ))
         }
         E::DuplicateStructField { field, outer } => {
             let outer = outer.as_deref().map(display_outer).unwrap_or_default();
-            new(ErrorKind::Syntax, format!("field `{field}` is given twice{outer}"))
-                .at(Some(word_span(field)), "again here")
-                .hint("remove one of them")
+            new(
+                ErrorKind::Syntax,
+                format!("field `{field}` is given twice{outer}"),
+            )
+            .at(Some(word_span(field)), "again here")
+            .hint("remove one of them")
         }
-        E::InvalidValueForType { expected, found } => {
-            new(ErrorKind::InvalidValue, format!("expected {expected}, found {found}"))
-                .at(Some(at.saturating_sub(1)..at), "here")
+        E::InvalidValueForType { expected, found } => new(
+            ErrorKind::InvalidValue,
+            format!("expected {expected}, found {found}"),
+        )
+        .at(Some(value_span()), "wrong type")
+        .hint(FORMAT_HINT),
+        E::Message(m) => new(ErrorKind::InvalidValue, m.clone())
+            .at(Some(value_span()), "here")
+            .hint(FORMAT_HINT),
+        E::ExpectedNamedStructLike(name)
+        | E::ExpectedDifferentStructName { expected: name, .. } => {
+            new(ErrorKind::Syntax, format!("expected `{name}(…)` here"))
+                .at(Some(at..(at + 1).min(text.len())), "here")
+                .hint(format!(
+                    "a model file holds one `Model(…)` value; {FORMAT_HINT}"
+                ))
         }
-        E::Message(m) => new(ErrorKind::InvalidValue, m.clone()).at(Some(at.saturating_sub(1)..at), "here"),
-        E::ExceededRecursionLimit => new(ErrorKind::Syntax, "the file nests too deeply".to_string())
-            .at(Some(at..at), "here"),
+        E::ExceededRecursionLimit => {
+            new(ErrorKind::Syntax, "the file nests too deeply".to_string())
+                .at(Some(at..at), "here")
+                .hint("model files nest a few levels deep; check for runaway brackets")
+        }
         other => new(ErrorKind::Syntax, format!("invalid RON: {other}"))
             .at(Some(at..(at + 1).min(text.len())), "here")
             .hint("check brackets, commas and quotes around this point"),

@@ -24,9 +24,7 @@ use alexc_ir::{
 };
 
 use crate::error::{ErrorKind, ModelError};
-use crate::format::{
-    AlphaConventionSpec, Dim, InitSpec, LayerSpec, ModelSpec, Pair,
-};
+use crate::format::{AlphaConventionSpec, Dim, InitSpec, LayerSpec, ModelSpec, Pair};
 use crate::spans::SpanNode;
 
 type Result<T> = std::result::Result<T, Box<ModelError>>;
@@ -98,13 +96,23 @@ impl Lowerer<'_> {
     }
 
     fn inputs_item_span(&self, layer: usize, item: usize) -> Option<Range<usize>> {
-        Some(self.layer_node(layer)?.field("inputs")?.items().get(item)?.span.clone())
+        Some(
+            self.layer_node(layer)?
+                .field("inputs")?
+                .items()
+                .get(item)?
+                .span
+                .clone(),
+        )
     }
 
     pub fn lower(&self) -> Result<Graph> {
         if self.batch == 0 || self.batch as u64 > alexc_ir::MAX_ELEMENTS {
             return Err(self
-                .error(ErrorKind::InvalidSize, format!("batch size {} is out of range", self.batch))
+                .error(
+                    ErrorKind::InvalidSize,
+                    format!("batch size {} is out of range", self.batch),
+                )
                 .hint("the batch size must be at least 1"));
         }
         if self.spec.inputs.is_empty() {
@@ -116,7 +124,13 @@ impl Lowerer<'_> {
         if self.spec.layers.is_empty() {
             return Err(self
                 .error(ErrorKind::MissingField, "the model has no layers")
-                .at(self.tree.as_ref().and_then(|t| t.field("layers")).map(|n| n.span.clone()), "empty")
+                .at(
+                    self.tree
+                        .as_ref()
+                        .and_then(|t| t.field("layers"))
+                        .map(|n| n.span.clone()),
+                    "empty",
+                )
                 .hint("add at least one layer"));
         }
         let defs = self.check_names()?;
@@ -139,12 +153,17 @@ impl Lowerer<'_> {
         }
 
         let outputs = self.outputs(&defs, &values)?;
-        graph.set_outputs(outputs).map_err(|e| self.error(ErrorKind::UnknownName, e.to_string()))?;
+        graph
+            .set_outputs(outputs)
+            .map_err(|e| self.error(ErrorKind::UnknownName, e.to_string()))?;
         if let Err(errors) = alexc_ir::verify(&graph) {
             let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             return Err(self.error(
                 ErrorKind::Shape,
-                format!("internal error: the lowered graph fails verification: {}", list.join("; ")),
+                format!(
+                    "internal error: the lowered graph fails verification: {}",
+                    list.join("; ")
+                ),
             ));
         }
         Ok(graph)
@@ -162,7 +181,9 @@ impl Lowerer<'_> {
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !valid {
                 return Err(self
                     .error(ErrorKind::InvalidName, format!("invalid name {name:?}"))
@@ -172,7 +193,10 @@ impl Lowerer<'_> {
             }
             if let Some(&first) = defs.get(name) {
                 return Err(self
-                    .error(ErrorKind::DuplicateName, format!("the name `{name}` is defined twice"))
+                    .error(
+                        ErrorKind::DuplicateName,
+                        format!("the name `{name}` is defined twice"),
+                    )
                     .at(self.anchor(def), "defined again here")
                     .also(self.anchor(first), "first defined here")
                     .hint("every input and layer needs a unique name"));
@@ -203,8 +227,11 @@ impl Lowerer<'_> {
             Some((_, k)) => format!("did you mean `{k}`?"),
             None => "name an input or a layer defined in this file".to_string(),
         };
-        self.error(ErrorKind::UnknownName, format!("unknown layer or input `{text}` {what}"))
-            .hint(hint)
+        self.error(
+            ErrorKind::UnknownName,
+            format!("unknown layer or input `{text}` {what}"),
+        )
+        .hint(hint)
     }
 
     /// The operand references of every layer.
@@ -214,8 +241,16 @@ impl Lowerer<'_> {
             let (name, inputs) = layer.common();
             let mut refs = Vec::new();
             if inputs.is_empty() {
-                let def = if i == 0 { Def::Input(0) } else { Def::Layer(i - 1) };
-                refs.push(Ref { def, output: None, item: None });
+                let def = if i == 0 {
+                    Def::Input(0)
+                } else {
+                    Def::Layer(i - 1)
+                };
+                refs.push(Ref {
+                    def,
+                    output: None,
+                    item: None,
+                });
             }
             for (j, text) in inputs.iter().enumerate() {
                 let Some((def, output)) = self.lookup(defs, text) else {
@@ -223,7 +258,11 @@ impl Lowerer<'_> {
                         .unknown_name(defs, text, format!("in the inputs of `{name}`"))
                         .at(self.inputs_item_span(i, j), "not defined"));
                 };
-                refs.push(Ref { def, output, item: Some(j) });
+                refs.push(Ref {
+                    def,
+                    output,
+                    item: Some(j),
+                });
             }
             all.push(refs);
         }
@@ -275,7 +314,10 @@ impl Lowerer<'_> {
             cur = next;
         }
         path.reverse(); // producer → consumer
-        let mut names: Vec<&str> = path.iter().map(|&i| self.spec.layers[i].common().0).collect();
+        let mut names: Vec<&str> = path
+            .iter()
+            .map(|&i| self.spec.layers[i].common().0)
+            .collect();
         names.push(names[0]);
         let first = path[0];
         let mut err = self
@@ -283,14 +325,19 @@ impl Lowerer<'_> {
             .at(self.edge_span(first, &refs[first], &path), "reads its own output through this input")
             .hint("a model is a DAG: remove one of these inputs, or give the layer the input it should read");
         for &i in &path[1..] {
-            err = err.also(self.edge_span(i, &refs[i], &path), format!("`{}` reads from here", self.spec.layers[i].common().0));
+            err = err.also(
+                self.edge_span(i, &refs[i], &path),
+                format!("`{}` reads from here", self.spec.layers[i].common().0),
+            );
         }
         Err(err)
     }
 
     /// The span of the operand of `layer` that lies on `cycle`.
     fn edge_span(&self, layer: usize, refs: &[Ref], cycle: &[usize]) -> Option<Range<usize>> {
-        let r = refs.iter().find(|r| matches!(r.def, Def::Layer(j) if cycle.contains(&j)))?;
+        let r = refs
+            .iter()
+            .find(|r| matches!(r.def, Def::Layer(j) if cycle.contains(&j)))?;
         match r.item {
             Some(item) => self.inputs_item_span(layer, item),
             None => self.anchor(Def::Layer(layer)),
@@ -317,12 +364,17 @@ impl Lowerer<'_> {
                     format!("`{producer}` has {} results; name one of them", many.len()),
                 )
                 .at(span, "ambiguous")
-                .hint(format!("write `{producer}.0` for the first result, `{producer}.1` for the second, …"))),
+                .hint(format!(
+                    "write `{producer}.0` for the first result, `{producer}.1` for the second, …"
+                ))),
             (Some(k), rs) if (k as usize) < rs.len() => Ok(rs[k as usize]),
             (Some(k), rs) => Err(self
                 .error(
                     ErrorKind::UnknownName,
-                    format!("`{producer}` has {} result(s), so `{producer}.{k}` does not exist", rs.len()),
+                    format!(
+                        "`{producer}` has {} result(s), so `{producer}.{k}` does not exist",
+                        rs.len()
+                    ),
                 )
                 .at(span, "no such result")
                 .hint("results are numbered from 0")),
@@ -339,14 +391,26 @@ impl Lowerer<'_> {
                 Dim::Batch if axis == 0 => dims.push(self.batch),
                 Dim::Batch => {
                     return Err(self
-                        .error(ErrorKind::InvalidSize, format!("input `{}`: \"N\" may only be the first dimension", input.name))
+                        .error(
+                            ErrorKind::InvalidSize,
+                            format!(
+                                "input `{}`: \"N\" may only be the first dimension",
+                                input.name
+                            ),
+                        )
                         .at(shape_span, "here")
                         .hint("the batch is the outermost dimension: [\"N\", C, H, W]"))
                 }
                 Dim::Fixed(d) if d <= 0 => {
                     return Err(self
-                        .error(ErrorKind::InvalidSize, format!("input `{}`: dimension {axis} is {d}", input.name))
-                        .at(self.item_span(shape_span.as_ref(), def, "shape", axis), "must be positive")
+                        .error(
+                            ErrorKind::InvalidSize,
+                            format!("input `{}`: dimension {axis} is {d}", input.name),
+                        )
+                        .at(
+                            self.item_span(shape_span.as_ref(), def, "shape", axis),
+                            "must be positive",
+                        )
                         .hint("every dimension must be at least 1"))
                 }
                 Dim::Fixed(d) => dims.push(usize::try_from(d).unwrap_or(usize::MAX)),
@@ -355,7 +419,10 @@ impl Lowerer<'_> {
         let shape = Shape::new(dims);
         if let Err(why) = shape.check() {
             return Err(self
-                .error(ErrorKind::TooLarge, format!("input `{}` is too large: {why}", input.name))
+                .error(
+                    ErrorKind::TooLarge,
+                    format!("input `{}` is too large: {why}", input.name),
+                )
                 .at(shape_span, format!("at batch {}", self.batch))
                 .hint("use smaller dimensions or a smaller --batch"));
         }
@@ -363,25 +430,42 @@ impl Lowerer<'_> {
         for (key, values) in [("mean", &input.mean), ("std", &input.std)] {
             if !values.is_empty() && values.len() != channels {
                 return Err(self
-                    .error(ErrorKind::InvalidSize, format!(
-                        "input `{}` has {channels} channels, but its {key} has {} values",
-                        input.name,
-                        values.len()
-                    ))
+                    .error(
+                        ErrorKind::InvalidSize,
+                        format!(
+                            "input `{}` has {channels} channels, but its {key} has {} values",
+                            input.name,
+                            values.len()
+                        ),
+                    )
                     .at(self.field_span(def, key), "one value per channel")
                     .hint(format!("give {channels} values, or none")));
             }
         }
         if input.std.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
             return Err(self
-                .error(ErrorKind::InvalidSize, format!("input `{}`: std values must be positive", input.name))
+                .error(
+                    ErrorKind::InvalidSize,
+                    format!("input `{}`: std values must be positive", input.name),
+                )
                 .at(self.field_span(def, "std"), "here"));
         }
-        let op = Op::Input(InputAttrs { dtype: DType::F32, shape });
-        graph.add(input.name.clone(), op, &[]).map_err(|e| self.graph_error(def, e, &[]))
+        let op = Op::Input(InputAttrs {
+            dtype: DType::F32,
+            shape,
+        });
+        graph
+            .add(input.name.clone(), op, &[])
+            .map_err(|e| self.graph_error(def, e, &[]))
     }
 
-    fn item_span(&self, fallback: Option<&Range<usize>>, def: Def, key: &str, item: usize) -> Option<Range<usize>> {
+    fn item_span(
+        &self,
+        fallback: Option<&Range<usize>>,
+        def: Def,
+        key: &str,
+        item: usize,
+    ) -> Option<Range<usize>> {
         self.def_node(def)
             .and_then(|n| n.field(key))
             .and_then(|n| n.items().get(item))
@@ -392,10 +476,17 @@ impl Lowerer<'_> {
     /// A size attribute that must be at least `min` (1 for sizes, 0 for padding).
     fn size(&self, layer: usize, key: &str, value: i64, min: i64) -> Result<usize> {
         if value < min {
-            let what = if min == 0 { "must not be negative" } else { "must be positive" };
+            let what = if min == 0 {
+                "must not be negative"
+            } else {
+                "must be positive"
+            };
             let name = self.spec.layers[layer].common().0;
             return Err(self
-                .error(ErrorKind::InvalidSize, format!("`{name}`: {key} is {value}, but it {what}"))
+                .error(
+                    ErrorKind::InvalidSize,
+                    format!("`{name}`: {key} is {value}, but it {what}"),
+                )
                 .at(self.field_span(Def::Layer(layer), key), what)
                 .hint(format!("set {key} to a value of at least {min}")));
         }
@@ -406,25 +497,44 @@ impl Lowerer<'_> {
     }
 
     fn pair(&self, layer: usize, key: &str, p: Pair, min: i64) -> Result<[usize; 2]> {
-        Ok([self.size(layer, key, p.0[0], min)?, self.size(layer, key, p.0[1], min)?])
+        Ok([
+            self.size(layer, key, p.0[0], min)?,
+            self.size(layer, key, p.0[1], min)?,
+        ])
     }
 
-    fn init(&self, layer: usize, key: &str, spec: Option<&InitSpec>, default: &InitSpec) -> Result<Init> {
+    fn init(
+        &self,
+        layer: usize,
+        key: &str,
+        spec: Option<&InitSpec>,
+        default: &InitSpec,
+    ) -> Result<Init> {
         let spec = spec.unwrap_or(default);
         let bad = |what: &str| {
-            let span = self
-                .field_span(Def::Layer(layer), key)
-                .or_else(|| self.tree.as_ref().and_then(|t| t.field("init")).map(|n| n.span.clone()));
+            let span = self.field_span(Def::Layer(layer), key).or_else(|| {
+                self.tree
+                    .as_ref()
+                    .and_then(|t| t.field("init"))
+                    .map(|n| n.span.clone())
+            });
             Err(self
-                .error(ErrorKind::InvalidValue, format!("`{}`: {key} {what}", self.spec.layers[layer].common().0))
-                .at(span, "here"))
+                .error(
+                    ErrorKind::InvalidValue,
+                    format!("`{}`: {key} {what}", self.spec.layers[layer].common().0),
+                )
+                .at(span, "here")
+                .hint("e.g. Normal(mean: 0.0, std: 0.01) or Constant(0.0)"))
         };
         Ok(match spec {
             InitSpec::Normal { mean, std } => {
                 if !mean.is_finite() || !std.is_finite() || *std < 0.0 {
                     return bad("needs a finite mean and a finite, non-negative std");
                 }
-                Init::Normal { mean: *mean, std: *std }
+                Init::Normal {
+                    mean: *mean,
+                    std: *std,
+                }
             }
             InitSpec::Constant(value) => {
                 if !value.is_finite() {
@@ -432,14 +542,28 @@ impl Lowerer<'_> {
                 }
                 Init::Constant { value: *value }
             }
-            InitSpec::File { path, tensor } => Init::File { path: path.clone(), tensor: tensor.clone() },
+            InitSpec::File { path, tensor } => Init::File {
+                path: path.clone(),
+                tensor: tensor.clone(),
+            },
         })
     }
 
     /// Adds a parameter node `{layer}.{suffix}`.
-    fn param(&self, graph: &mut Graph, layer: usize, suffix: &str, dims: Vec<usize>, init: Init) -> Result<ValueId> {
+    fn param(
+        &self,
+        graph: &mut Graph,
+        layer: usize,
+        suffix: &str,
+        dims: Vec<usize>,
+        init: Init,
+    ) -> Result<ValueId> {
         let name = format!("{}.{suffix}", self.spec.layers[layer].common().0);
-        let op = Op::Parameter(ParameterAttrs { dtype: DType::F32, shape: Shape::new(dims), init });
+        let op = Op::Parameter(ParameterAttrs {
+            dtype: DType::F32,
+            shape: Shape::new(dims),
+            init,
+        });
         graph
             .add(name, op, &[])
             .map(ValueId::from)
@@ -447,7 +571,13 @@ impl Lowerer<'_> {
     }
 
     /// Adds layer `i` (and its parameters); returns its results.
-    fn add_layer(&self, graph: &mut Graph, i: usize, refs: &[Ref], operands: &[ValueId]) -> Result<Vec<ValueId>> {
+    fn add_layer(
+        &self,
+        graph: &mut Graph,
+        i: usize,
+        refs: &[Ref],
+        operands: &[ValueId],
+    ) -> Result<Vec<ValueId>> {
         let layer = &self.spec.layers[i];
         let defaults = &self.spec.init;
         let (name, _) = layer.common();
@@ -466,11 +596,19 @@ impl Lowerer<'_> {
                         .at(self.field_span(Def::Layer(i), "groups"), "does not divide the channels")
                         .hint("each group convolves in_channels/groups inputs into out_channels/groups outputs"));
                 }
-                let weight_init = self.init(i, "weight_init", s.weight_init.as_ref(), &defaults.weight)?;
-                let w = self.param(graph, i, "weight", vec![out_channels, in_channels / groups, kernel[0], kernel[1]], weight_init)?;
+                let weight_init =
+                    self.init(i, "weight_init", s.weight_init.as_ref(), &defaults.weight)?;
+                let w = self.param(
+                    graph,
+                    i,
+                    "weight",
+                    vec![out_channels, in_channels / groups, kernel[0], kernel[1]],
+                    weight_init,
+                )?;
                 operands.push(w);
                 if s.bias {
-                    let bias_init = self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
+                    let bias_init =
+                        self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
                     operands.push(self.param(graph, i, "bias", vec![out_channels], bias_init)?);
                 }
                 Op::Conv2d(Conv2dAttrs {
@@ -486,13 +624,24 @@ impl Lowerer<'_> {
             LayerSpec::Linear(s) => {
                 let in_features = self.size(i, "in_features", s.in_features, 1)?;
                 let out_features = self.size(i, "out_features", s.out_features, 1)?;
-                let weight_init = self.init(i, "weight_init", s.weight_init.as_ref(), &defaults.weight)?;
-                operands.push(self.param(graph, i, "weight", vec![out_features, in_features], weight_init)?);
+                let weight_init =
+                    self.init(i, "weight_init", s.weight_init.as_ref(), &defaults.weight)?;
+                operands.push(self.param(
+                    graph,
+                    i,
+                    "weight",
+                    vec![out_features, in_features],
+                    weight_init,
+                )?);
                 if s.bias {
-                    let bias_init = self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
+                    let bias_init =
+                        self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
                     operands.push(self.param(graph, i, "bias", vec![out_features], bias_init)?);
                 }
-                Op::Linear(LinearAttrs { out_features, bias: s.bias })
+                Op::Linear(LinearAttrs {
+                    out_features,
+                    bias: s.bias,
+                })
             }
             LayerSpec::Relu(_) => Op::Relu,
             LayerSpec::Flatten(_) => Op::Flatten,
@@ -531,14 +680,21 @@ impl Lowerer<'_> {
                 })
             }
             LayerSpec::Dropout(s) => Op::Dropout(DropoutAttrs { p: s.p }),
-            LayerSpec::Softmax(s) => Op::Softmax(SoftmaxAttrs { axis: self.size(i, "axis", s.axis, 0)? }),
-            LayerSpec::Concat(s) => Op::Concat(ConcatAttrs { axis: self.size(i, "axis", s.axis, 0)? }),
+            LayerSpec::Softmax(s) => Op::Softmax(SoftmaxAttrs {
+                axis: self.size(i, "axis", s.axis, 0)?,
+            }),
+            LayerSpec::Concat(s) => Op::Concat(ConcatAttrs {
+                axis: self.size(i, "axis", s.axis, 0)?,
+            }),
             LayerSpec::Split(s) => {
                 let mut sizes = Vec::with_capacity(s.sizes.len());
                 for &size in &s.sizes {
                     sizes.push(self.size(i, "sizes", size, 1)?);
                 }
-                Op::Split(SplitAttrs { axis: self.size(i, "axis", s.axis, 0)?, sizes })
+                Op::Split(SplitAttrs {
+                    axis: self.size(i, "axis", s.axis, 0)?,
+                    sizes,
+                })
             }
         };
         let results = op.num_results();
@@ -552,7 +708,9 @@ impl Lowerer<'_> {
     /// attribute or operand at fault.
     fn graph_error(&self, def: Def, e: GraphError, refs: &[Ref]) -> Box<ModelError> {
         let GraphError::Shape(e) = e else {
-            return self.error(ErrorKind::Shape, e.to_string()).at(self.anchor(def), "here");
+            return self
+                .error(ErrorKind::Shape, e.to_string())
+                .at(self.anchor(def), "here");
         };
         let kind = if e.message.contains("illegal tensor") || e.message.contains("limit") {
             ErrorKind::TooLarge
@@ -567,14 +725,23 @@ impl Lowerer<'_> {
             err = err.at(Some(span), "declared here");
             if let (Some(r), Def::Layer(layer)) = (operand, def) {
                 err = match r.item {
-                    Some(item) => err.also(self.inputs_item_span(layer, item), format!("`{}` comes from here", self.name_of(r.def))),
-                    None => err.also(self.anchor(def), format!("reads `{}`, the previous layer", self.name_of(r.def))),
+                    Some(item) => err.also(
+                        self.inputs_item_span(layer, item),
+                        format!("`{}` comes from here", self.name_of(r.def)),
+                    ),
+                    None => err.also(
+                        self.anchor(def),
+                        format!("reads `{}`, the previous layer", self.name_of(r.def)),
+                    ),
                 };
             }
         } else if let (Some(r), Def::Layer(layer)) = (operand, def) {
             err = match r.item {
                 Some(item) => err.at(self.inputs_item_span(layer, item), "this operand"),
-                None => err.at(self.anchor(def), format!("reads `{}`, the previous layer", self.name_of(r.def))),
+                None => err.at(
+                    self.anchor(def),
+                    format!("reads `{}`, the previous layer", self.name_of(r.def)),
+                ),
             };
         } else {
             err = err.at(self.anchor(def), "in this layer");
@@ -585,7 +752,11 @@ impl Lowerer<'_> {
         }
     }
 
-    fn outputs(&self, defs: &HashMap<&str, Def>, values: &HashMap<Def, Vec<ValueId>>) -> Result<Vec<ValueId>> {
+    fn outputs(
+        &self,
+        defs: &HashMap<&str, Def>,
+        values: &HashMap<Def, Vec<ValueId>>,
+    ) -> Result<Vec<ValueId>> {
         let last = Def::Layer(self.spec.layers.len() - 1);
         if self.spec.outputs.is_empty() {
             return Ok(values.get(&last).cloned().unwrap_or_default());
@@ -599,7 +770,9 @@ impl Lowerer<'_> {
                 .and_then(|n| n.items().get(j))
                 .map(|n| n.span.clone());
             let Some((def, output)) = self.lookup(defs, text) else {
-                return Err(self.unknown_name(defs, text, "in the model outputs".to_string()).at(span, "not defined"));
+                return Err(self
+                    .unknown_name(defs, text, "in the model outputs".to_string())
+                    .at(span, "not defined"));
             };
             let results = values.get(&def).cloned().unwrap_or_default();
             match output {

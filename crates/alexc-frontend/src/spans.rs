@@ -25,7 +25,11 @@ pub struct SpanNode {
 pub enum SpanKind {
     /// `Name(key: value, …)`, `(key: value, …)`, or `Name(v, …)` (a tuple
     /// struct or newtype variant; the values are in `items`).
-    Struct { name: Option<(String, Range<usize>)>, fields: Vec<SpanField>, items: Vec<SpanNode> },
+    Struct {
+        name: Option<(String, Range<usize>)>,
+        fields: Vec<SpanField>,
+        items: Vec<SpanNode>,
+    },
     /// `[a, b, …]`.
     List(Vec<SpanNode>),
     /// Anything else: a number, string, bool, unit variant, map.
@@ -47,10 +51,12 @@ impl SpanNode {
 
     pub fn field_entry(&self, key: &str) -> Option<&SpanField> {
         match &self.kind {
-            SpanKind::Struct { fields, items, .. } => fields.iter().find(|f| f.key == key).or_else(|| {
-                // A newtype variant wrapping a struct, written with double parens.
-                items.first().and_then(|inner| inner.field_entry(key))
-            }),
+            SpanKind::Struct { fields, items, .. } => {
+                fields.iter().find(|f| f.key == key).or_else(|| {
+                    // A newtype variant wrapping a struct, written with double parens.
+                    items.first().and_then(|inner| inner.field_entry(key))
+                })
+            }
             _ => None,
         }
     }
@@ -67,7 +73,10 @@ impl SpanNode {
     /// The struct or variant name and its span (`Conv2d` in `Conv2d(…)`).
     pub fn name_span(&self) -> Option<Range<usize>> {
         match &self.kind {
-            SpanKind::Struct { name: Some((_, span)), .. } => Some(span.clone()),
+            SpanKind::Struct {
+                name: Some((_, span)),
+                ..
+            } => Some(span.clone()),
             _ => None,
         }
     }
@@ -158,7 +167,9 @@ impl Lexer<'_> {
             }
             let hashes = self.src[p..].iter().take_while(|&&b| b == b'#').count();
             p += hashes + 1;
-            let closer: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
+            let closer: Vec<u8> = std::iter::once(b'"')
+                .chain(std::iter::repeat_n(b'#', hashes))
+                .collect();
             while p < self.src.len() && !self.src[p..].starts_with(&closer) {
                 p += 1;
             }
@@ -189,7 +200,10 @@ const MAX_DEPTH: usize = 128;
 /// Parses `src` into a span tree, or `None` if it is not RON this parser
 /// understands.
 pub fn parse(src: &str) -> Option<SpanNode> {
-    let mut lx = Lexer { src: src.as_bytes(), pos: 0 };
+    let mut lx = Lexer {
+        src: src.as_bytes(),
+        pos: 0,
+    };
     value(&mut lx, 0)
 }
 
@@ -208,23 +222,35 @@ fn value(lx: &mut Lexer<'_>, depth: usize) -> Option<SpanNode> {
                 }
                 Some(node)
             } else {
-                Some(SpanNode { span, kind: SpanKind::Atom })
+                Some(SpanNode {
+                    span,
+                    kind: SpanKind::Atom,
+                })
             }
         }
-        Tok::Str => Some(SpanNode { span, kind: SpanKind::Atom }),
+        Tok::Str => Some(SpanNode {
+            span,
+            kind: SpanKind::Atom,
+        }),
         Tok::Punct('(') => parens(lx, span.start, depth),
         Tok::Punct('[') => {
             let mut items = Vec::new();
             loop {
                 if let Some((Tok::Punct(']'), end)) = lx.peek() {
                     lx.next()?;
-                    return Some(SpanNode { span: span.start..end.end, kind: SpanKind::List(items) });
+                    return Some(SpanNode {
+                        span: span.start..end.end,
+                        kind: SpanKind::List(items),
+                    });
                 }
                 items.push(value(lx, depth + 1)?);
                 match lx.next()? {
                     (Tok::Punct(','), _) => {}
                     (Tok::Punct(']'), end) => {
-                        return Some(SpanNode { span: span.start..end.end, kind: SpanKind::List(items) })
+                        return Some(SpanNode {
+                            span: span.start..end.end,
+                            kind: SpanKind::List(items),
+                        })
                     }
                     _ => return None,
                 }
@@ -239,7 +265,10 @@ fn value(lx: &mut Lexer<'_>, depth: usize) -> Option<SpanNode> {
                     (Tok::Punct('}'), end) => {
                         level -= 1;
                         if level == 0 {
-                            return Some(SpanNode { span: span.start..end.end, kind: SpanKind::Atom });
+                            return Some(SpanNode {
+                                span: span.start..end.end,
+                                kind: SpanKind::Atom,
+                            });
                         }
                     }
                     _ => {}
@@ -260,7 +289,11 @@ fn parens(lx: &mut Lexer<'_>, start: usize, depth: usize) -> Option<SpanNode> {
             lx.next()?;
             return Some(SpanNode {
                 span: start..end.end,
-                kind: SpanKind::Struct { name: None, fields, items },
+                kind: SpanKind::Struct {
+                    name: None,
+                    fields,
+                    items,
+                },
             });
         }
         // `key:` — a word followed by a colon.
@@ -269,7 +302,11 @@ fn parens(lx: &mut Lexer<'_>, start: usize, depth: usize) -> Option<SpanNode> {
         if let Some((Tok::Word(key), key_span)) = lx.next() {
             if let Some((Tok::Punct(':'), _)) = lx.next() {
                 let value = value(lx, depth + 1)?;
-                fields.push(SpanField { key, key_span, value });
+                fields.push(SpanField {
+                    key,
+                    key_span,
+                    value,
+                });
                 is_field = true;
             }
         }
@@ -282,7 +319,11 @@ fn parens(lx: &mut Lexer<'_>, start: usize, depth: usize) -> Option<SpanNode> {
             (Tok::Punct(')'), end) => {
                 return Some(SpanNode {
                     span: start..end.end,
-                    kind: SpanKind::Struct { name: None, fields, items },
+                    kind: SpanKind::Struct {
+                        name: None,
+                        fields,
+                        items,
+                    },
                 })
             }
             _ => return None,
@@ -305,12 +346,24 @@ Model(name: "m", layers: [Conv2d(name: "c", kernel: (3, 3)), Relu(name: "r")], x
         assert_eq!(&src[kernel.span.clone()], "(3, 3)");
         let name = layers.items()[1].field("name").expect("name");
         assert_eq!(&src[name.span.clone()], "\"r\"");
-        assert_eq!(&src[layers.items()[1].name_span().expect("name span")], "Relu");
+        assert_eq!(
+            &src[layers.items()[1].name_span().expect("name span")],
+            "Relu"
+        );
     }
 
     #[test]
     fn garbage_is_none_not_panic() {
-        for src in ["", "(", "Model(a: ", "[1, 2", "/* unterminated", "r#\"x", "\"abc", "#!["] {
+        for src in [
+            "",
+            "(",
+            "Model(a: ",
+            "[1, 2",
+            "/* unterminated",
+            "r#\"x",
+            "\"abc",
+            "#![",
+        ] {
             let _ = parse(src);
         }
     }

@@ -19,7 +19,9 @@ pub fn to_dot(graph: &Graph) -> String {
     let _ = writeln!(out, "digraph \"{}\" {{", escape(&graph.name));
     let _ = writeln!(out, "  rankdir=TB;");
     let _ = writeln!(out, "  node [fontname=\"Helvetica\", fontsize=10];");
-    let order = graph.topo_order().unwrap_or_else(|_| graph.node_ids().collect());
+    let order = graph
+        .topo_order()
+        .unwrap_or_else(|_| graph.node_ids().collect());
     for id in &order {
         let node = &graph[*id];
         let types: Vec<String> = node.outputs.iter().map(|t| t.to_string()).collect();
@@ -42,7 +44,10 @@ pub fn to_dot(graph: &Graph) -> String {
     }
     for id in &order {
         for (slot, v) in graph.operands(*id).iter().enumerate() {
-            let ty = graph.value_type(*v).map(|t| t.shape.to_string()).unwrap_or_default();
+            let ty = graph
+                .value_type(*v)
+                .map(|t| t.shape.to_string())
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  n{} -> n{} [label=\"{ty}\", tooltip=\"operand {slot}\", fontsize=8];",

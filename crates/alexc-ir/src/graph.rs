@@ -96,20 +96,33 @@ impl Graph {
             return Err(GraphError::DuplicateName(name));
         }
         if operands.len() > u16::MAX as usize {
-            return Err(GraphError::TooManyOperands { node: name, count: operands.len() });
+            return Err(GraphError::TooManyOperands {
+                node: name,
+                count: operands.len(),
+            });
         }
         let mut infos = Vec::with_capacity(operands.len());
         for &v in operands {
             let ty = self.value_type(v).ok_or(GraphError::UnknownValue(v))?;
-            infos.push(Operand { name: &self.dag[v.node.index()].name, ty });
+            infos.push(Operand {
+                name: &self.dag[v.node.index()].name,
+                ty,
+            });
         }
         let outputs = infer(&name, &op, &infos)?;
-        let id = NodeId::from(self.dag.add_node(Node { name: name.clone(), op, outputs }));
+        let id = NodeId::from(self.dag.add_node(Node {
+            name: name.clone(),
+            op,
+            outputs,
+        }));
         for (i, v) in operands.iter().enumerate() {
             self.dag.add_edge(
                 v.node.index(),
                 id.index(),
-                Edge { output: v.output, operand: i as u16 },
+                Edge {
+                    output: v.output,
+                    operand: i as u16,
+                },
             );
         }
         self.by_name.insert(name, id);
@@ -149,7 +162,12 @@ impl Graph {
         let mut edges: Vec<_> = self
             .dag
             .edges_directed(id.index(), Direction::Incoming)
-            .map(|e| (e.weight().operand, ValueId::new(e.source().into(), e.weight().output)))
+            .map(|e| {
+                (
+                    e.weight().operand,
+                    ValueId::new(e.source().into(), e.weight().output),
+                )
+            })
             .collect();
         edges.sort_by_key(|&(slot, _)| slot);
         edges.into_iter().map(|(_, v)| v).collect()
@@ -160,7 +178,12 @@ impl Graph {
     pub(crate) fn incoming(&self, id: NodeId) -> Vec<(u16, ValueId)> {
         self.dag
             .edges_directed(id.index(), Direction::Incoming)
-            .map(|e| (e.weight().operand, ValueId::new(e.source().into(), e.weight().output)))
+            .map(|e| {
+                (
+                    e.weight().operand,
+                    ValueId::new(e.source().into(), e.weight().output),
+                )
+            })
             .collect()
     }
 
@@ -224,7 +247,14 @@ impl Graph {
             .collect();
         for (edge, target, operand) in uses {
             self.dag.remove_edge(edge);
-            self.dag.add_edge(new.node.index(), target, Edge { output: new.output, operand });
+            self.dag.add_edge(
+                new.node.index(),
+                target,
+                Edge {
+                    output: new.output,
+                    operand,
+                },
+            );
         }
         for out in &mut self.outputs {
             if *out == old {
@@ -240,7 +270,10 @@ impl Graph {
         if !self.users(id).is_empty() || self.outputs.iter().any(|v| v.node == id) {
             return Err(GraphError::HasUsers(id));
         }
-        let node = self.dag.remove_node(id.index()).ok_or(GraphError::UnknownNode(id))?;
+        let node = self
+            .dag
+            .remove_node(id.index())
+            .ok_or(GraphError::UnknownNode(id))?;
         self.by_name.remove(&node.name);
         Ok(node)
     }
@@ -251,10 +284,20 @@ impl Graph {
     pub fn topo_order(&self) -> Result<Vec<NodeId>, Vec<NodeId>> {
         let mut indegree: HashMap<NodeId, usize> = self
             .node_ids()
-            .map(|id| (id, self.dag.edges_directed(id.index(), Direction::Incoming).count()))
+            .map(|id| {
+                (
+                    id,
+                    self.dag
+                        .edges_directed(id.index(), Direction::Incoming)
+                        .count(),
+                )
+            })
             .collect();
-        let mut ready: BTreeSet<NodeId> =
-            indegree.iter().filter(|(_, &d)| d == 0).map(|(&id, _)| id).collect();
+        let mut ready: BTreeSet<NodeId> = indegree
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&id, _)| id)
+            .collect();
         let mut order = Vec::with_capacity(self.len());
         while let Some(id) = ready.pop_first() {
             order.push(id);
@@ -271,8 +314,11 @@ impl Graph {
         if order.len() == self.len() {
             Ok(order)
         } else {
-            let mut stuck: Vec<_> =
-                indegree.into_iter().filter(|&(_, d)| d > 0).map(|(id, _)| id).collect();
+            let mut stuck: Vec<_> = indegree
+                .into_iter()
+                .filter(|&(_, d)| d > 0)
+                .map(|(id, _)| id)
+                .collect();
             stuck.sort();
             Err(stuck)
         }
@@ -285,14 +331,24 @@ impl Graph {
 
     /// Rebuilds the name index, e.g. after deserializing a graph.
     pub fn reindex(&mut self) {
-        self.by_name = self.node_ids().map(|id| (self[id].name.clone(), id)).collect();
+        self.by_name = self
+            .node_ids()
+            .map(|id| (self[id].name.clone(), id))
+            .collect();
     }
 
     /// Adds an edge without any checks. Only for tests of the verifier,
     /// which must be able to build broken graphs.
     #[doc(hidden)]
     pub fn add_raw_edge(&mut self, from: ValueId, to: NodeId, operand: u16) {
-        self.dag.add_edge(from.node.index(), to.index(), Edge { output: from.output, operand });
+        self.dag.add_edge(
+            from.node.index(),
+            to.index(),
+            Edge {
+                output: from.output,
+                operand,
+            },
+        );
     }
 }
 

@@ -33,7 +33,12 @@ pub struct ShapeError {
 
 impl ShapeError {
     fn new(message: impl Into<String>) -> Self {
-        ShapeError { message: message.into(), hint: None, operand: None, attr: None }
+        ShapeError {
+            message: message.into(),
+            hint: None,
+            operand: None,
+            attr: None,
+        }
     }
     fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -66,7 +71,8 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
                         "{node}: dropout probability {} is outside [0, 1)",
                         d.p
                     ))
-                    .attr("p"));
+                    .attr("p")
+                    .hint("p is the probability of dropping a unit: the paper uses 0.5"));
                 }
             }
             vec![operands[0].ty.clone()]
@@ -75,13 +81,17 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
             let x = float(node, operands, 0)?;
             rank_at_least(node, operands, 0, 2, "an [N, C, …] tensor")?;
             if a.size == 0 {
-                return Err(ShapeError::new(format!("{node}: LRN size must be at least 1"))
-                    .attr("size"));
+                return Err(
+                    ShapeError::new(format!("{node}: LRN size must be at least 1"))
+                        .attr("size")
+                        .hint("the paper uses size 5"),
+                );
             }
             for (attr, v) in [("alpha", a.alpha), ("beta", a.beta), ("k", a.k)] {
                 if !v.is_finite() {
                     return Err(ShapeError::new(format!("{node}: LRN {attr} is not finite"))
-                        .attr(attr));
+                        .attr(attr)
+                        .hint("the paper uses alpha 1e-4, beta 0.75, k 2"));
                 }
             }
             vec![x.clone()]
@@ -92,7 +102,10 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
             let x = float(node, operands, 0)?;
             rank_at_least(node, operands, 0, 2, "a batched tensor")?;
             let d = x.shape.dims();
-            vec![TensorType::new(x.dtype, vec![d[0], d[1..].iter().product()])]
+            vec![TensorType::new(
+                x.dtype,
+                vec![d[0], d[1..].iter().product()],
+            )]
         }
         Op::Linear(a) => vec![linear(node, a.out_features, a.bias, operands)?],
         Op::Softmax(a) => {
@@ -104,7 +117,8 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
                     operands[0].name,
                     x.shape.rank()
                 ))
-                .attr("axis"));
+                .attr("axis")
+                .hint("axis 1 is the class (or channel) axis"));
             }
             vec![x.clone()]
         }
@@ -118,7 +132,8 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
                     "{node} adds {} ({}) to {} ({}): the shapes must be equal",
                     operands[0].name, x, operands[1].name, y
                 ))
-                .operand(1));
+                .operand(1)
+                .hint("both operands of add must have the same shape; check the layers that produce them"));
             }
             vec![x.clone()]
         }
@@ -138,7 +153,8 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
                     "{node} expects i64 labels of shape [N], but {} is {}",
                     labels.name, labels.ty
                 ))
-                .operand(1));
+                .operand(1)
+                .hint("labels are class indices, one per sample"));
             }
             if labels.ty.shape.dims()[0] != logits.shape.dims()[0] {
                 return Err(ShapeError::new(format!(
@@ -148,7 +164,8 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
                     labels.name,
                     labels.ty.shape.dims()[0]
                 ))
-                .operand(1));
+                .operand(1)
+                .hint("logits and labels must have the same batch size"));
             }
             vec![TensorType::new(DType::F32, Shape::scalar())]
         }
@@ -169,11 +186,17 @@ fn check_arity(node: &str, op: &Op, n: usize) -> Result<()> {
             op.name(),
             if k == 1 { "" } else { "s" },
             if n == 1 { "was" } else { "were" }
+        ))
+        .hint(format!(
+            "give {} exactly {k} input{}",
+            op.name(),
+            if k == 1 { "" } else { "s" }
         ))),
         None if n == 0 => Err(ShapeError::new(format!(
             "{node}: {} needs at least one operand",
             op.name()
-        ))),
+        ))
+        .hint("list its operands in `inputs`")),
         _ => Ok(()),
     }
 }
@@ -186,19 +209,27 @@ fn float<'a>(node: &str, operands: &[Operand<'a>], i: usize) -> Result<&'a Tenso
             "{node} expects a floating-point operand, but {} is {}",
             o.name, o.ty
         ))
-        .operand(i));
+        .operand(i)
+        .hint("integer tensors (labels) can only feed the loss"));
     }
     Ok(o.ty)
 }
 
-fn rank_at_least(node: &str, operands: &[Operand<'_>], i: usize, r: usize, what: &str) -> Result<()> {
+fn rank_at_least(
+    node: &str,
+    operands: &[Operand<'_>],
+    i: usize,
+    r: usize,
+    what: &str,
+) -> Result<()> {
     let o = operands[i];
     if o.ty.shape.rank() < r {
         return Err(ShapeError::new(format!(
             "{node} expects {what}, but {} produces {}",
             o.name, o.ty
         ))
-        .operand(i));
+        .operand(i)
+        .hint("check the layer that feeds it"));
     }
     Ok(())
 }
@@ -221,21 +252,26 @@ fn window_output(
     padding: [usize; 2],
     dilation: [usize; 2],
 ) -> Result<[usize; 2]> {
-    for (attr, v) in [("kernel", kernel), ("stride", stride), ("dilation", dilation), ("padding", padding)] {
+    for (attr, v) in [
+        ("kernel", kernel),
+        ("stride", stride),
+        ("dilation", dilation),
+        ("padding", padding),
+    ] {
         if v.iter().any(|&s| s > MAX_WINDOW) {
             return Err(ShapeError::new(format!(
                 "{node}: {attr} {} is larger than the limit of {MAX_WINDOW}",
                 hw_str(v)
             ))
-            .attr(attr));
+            .attr(attr)
+            .hint(format!("use a {attr} below {MAX_WINDOW}")));
         }
         if attr != "padding" && v.contains(&0) {
-            return Err(ShapeError::new(format!(
-                "{node}: {attr} {} has a zero size",
-                hw_str(v)
-            ))
-            .attr(attr)
-            .hint(format!("every {attr} size must be at least 1")));
+            return Err(
+                ShapeError::new(format!("{node}: {attr} {} has a zero size", hw_str(v)))
+                    .attr(attr)
+                    .hint(format!("every {attr} size must be at least 1")),
+            );
         }
     }
     let d = input.ty.shape.dims();
@@ -276,18 +312,28 @@ fn conv2d(node: &str, a: &Conv2dAttrs, operands: &[Operand<'_>]) -> Result<Tenso
             "{node} expects an image batch [N, C, H, W], but {} produces {}",
             operands[0].name, x
         ))
-        .operand(0));
+        .operand(0)
+        .hint("convolutions read 4-D image batches; move this layer before the flatten"));
     }
     if a.groups == 0 || a.out_channels == 0 {
-        let attr = if a.groups == 0 { "groups" } else { "out_channels" };
-        return Err(ShapeError::new(format!("{node}: {attr} must be at least 1")).attr(attr));
+        let attr = if a.groups == 0 {
+            "groups"
+        } else {
+            "out_channels"
+        };
+        return Err(
+            ShapeError::new(format!("{node}: {attr} must be at least 1"))
+                .attr(attr)
+                .hint(format!("set {attr} to a positive value")),
+        );
     }
     if a.groups > MAX_WINDOW {
         return Err(ShapeError::new(format!(
             "{node}: groups {} is larger than the limit of {MAX_WINDOW}",
             a.groups
         ))
-        .attr("groups"));
+        .attr("groups")
+        .hint("groups must divide the channel counts"));
     }
     let c = x.shape.dims()[1];
     let wd = w.shape.dims();
@@ -302,7 +348,8 @@ fn conv2d(node: &str, a: &Conv2dAttrs, operands: &[Operand<'_>]) -> Result<Tenso
             a.kernel[0],
             a.kernel[1]
         ))
-        .operand(1));
+        .operand(1)
+        .hint("the weight layout is [out_channels, in_channels / groups, kh, kw]"));
     }
     let expected_c = wd[1] * a.groups;
     if c != expected_c {
@@ -313,14 +360,17 @@ fn conv2d(node: &str, a: &Conv2dAttrs, operands: &[Operand<'_>]) -> Result<Tenso
         ))
         .operand(0)
         .attr("in_channels")
-        .hint(format!("set in_channels to {c}, or feed {node} from a layer with {expected_c} channels")));
+        .hint(format!(
+            "set in_channels to {c}, or feed {node} from a layer with {expected_c} channels"
+        )));
     }
     if a.out_channels % a.groups != 0 {
         return Err(ShapeError::new(format!(
             "{node}: out_channels {} is not divisible by groups {}",
             a.out_channels, a.groups
         ))
-        .attr("groups"));
+        .attr("groups")
+        .hint("choose groups that divide both channel counts"));
     }
     if a.bias {
         let b = float(node, operands, 2)?;
@@ -329,11 +379,22 @@ fn conv2d(node: &str, a: &Conv2dAttrs, operands: &[Operand<'_>]) -> Result<Tenso
                 "{node}: bias {} is {}, but it must be [{}]",
                 operands[2].name, b, a.out_channels
             ))
-            .operand(2));
+            .operand(2)
+            .hint("a bias has one value per output channel"));
         }
     }
-    let [oh, ow] = window_output(node, &operands[0], a.kernel, a.stride, a.padding, a.dilation)?;
-    Ok(TensorType::new(x.dtype, vec![x.shape.dims()[0], a.out_channels, oh, ow]))
+    let [oh, ow] = window_output(
+        node,
+        &operands[0],
+        a.kernel,
+        a.stride,
+        a.padding,
+        a.dilation,
+    )?;
+    Ok(TensorType::new(
+        x.dtype,
+        vec![x.shape.dims()[0], a.out_channels, oh, ow],
+    ))
 }
 
 fn pool2d(
@@ -349,7 +410,8 @@ fn pool2d(
             "{node} expects an image batch [N, C, H, W], but {} produces {}",
             operands[0].name, x
         ))
-        .operand(0));
+        .operand(0)
+        .hint("pooling reads 4-D image batches; move this layer before the flatten"));
     }
     // As in PyTorch: a window must always overlap the unpadded input.
     if (0..2).any(|i| kernel[i] > 0 && padding[i] > kernel[i] / 2) {
@@ -386,7 +448,8 @@ fn linear(node: &str, out: usize, bias: bool, operands: &[Operand<'_>]) -> Resul
             "{node}: weight {} is {}, but out_features={out} needs [{out}, _]",
             operands[1].name, w
         ))
-        .operand(1));
+        .operand(1)
+        .hint("the weight layout is [out_features, in_features]"));
     }
     let features = x.shape.dims()[1];
     if features != wd[1] {
@@ -405,7 +468,8 @@ fn linear(node: &str, out: usize, bias: bool, operands: &[Operand<'_>]) -> Resul
                 "{node}: bias {} is {}, but it must be [{out}]",
                 operands[2].name, b
             ))
-            .operand(2));
+            .operand(2)
+            .hint("a bias has one value per output feature"));
         }
     }
     Ok(TensorType::new(x.dtype, vec![x.shape.dims()[0], out]))
@@ -419,7 +483,8 @@ fn concat(node: &str, axis: usize, operands: &[Operand<'_>]) -> Result<TensorTyp
             operands[0].name,
             first.shape.rank()
         ))
-        .attr("axis"));
+        .attr("axis")
+        .hint("axis 1 is the channel axis"));
     }
     let mut dims = first.shape.dims().to_vec();
     dims[axis] = 0;
@@ -441,14 +506,20 @@ fn concat(node: &str, axis: usize, operands: &[Operand<'_>]) -> Result<TensorTyp
                 o.name,
                 t.shape.sample()
             ))
-            .operand(i));
+            .operand(i)
+            .hint("concatenated tensors may differ only along the concat axis"));
         }
         dims[axis] += t.shape.dims()[axis];
     }
     Ok(TensorType::new(first.dtype, dims))
 }
 
-fn split(node: &str, axis: usize, sizes: &[usize], operands: &[Operand<'_>]) -> Result<Vec<TensorType>> {
+fn split(
+    node: &str,
+    axis: usize,
+    sizes: &[usize],
+    operands: &[Operand<'_>],
+) -> Result<Vec<TensorType>> {
     let x = float(node, operands, 0)?;
     if axis >= x.shape.rank() {
         return Err(ShapeError::new(format!(
@@ -456,11 +527,15 @@ fn split(node: &str, axis: usize, sizes: &[usize], operands: &[Operand<'_>]) -> 
             operands[0].name,
             x.shape.rank()
         ))
-        .attr("axis"));
+        .attr("axis")
+        .hint("axis 1 is the channel axis"));
     }
     if sizes.is_empty() || sizes.contains(&0) {
-        return Err(ShapeError::new(format!("{node}: split sizes must be non-empty and positive"))
-            .attr("sizes"));
+        return Err(ShapeError::new(format!(
+            "{node}: split sizes must be non-empty and positive"
+        ))
+        .attr("sizes")
+        .hint("give one positive size per piece, e.g. sizes: [48, 48]"));
     }
     let total = sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s));
     let have = x.shape.dims()[axis];
@@ -472,7 +547,8 @@ fn split(node: &str, axis: usize, sizes: &[usize], operands: &[Operand<'_>]) -> 
             x.shape.sample()
         ))
         .attr("sizes")
-        .operand(0));
+        .operand(0)
+        .hint(format!("the sizes must add up to {have}")));
     }
     Ok(sizes
         .iter()

@@ -58,7 +58,10 @@ pub enum Init {
     Constant { value: f64 },
     /// Read from a safetensors file; `tensor` names the entry (default: the
     /// parameter's own name). Relative paths are relative to the model file.
-    File { path: String, tensor: Option<String> },
+    File {
+        path: String,
+        tensor: Option<String>,
+    },
 }
 
 impl fmt::Display for Init {
@@ -67,7 +70,10 @@ impl fmt::Display for Init {
             Init::Normal { mean, std } => write!(f, "normal({mean}, {std})"),
             Init::Constant { value } => write!(f, "constant({value})"),
             Init::File { path, tensor: None } => write!(f, "file({path:?})"),
-            Init::File { path, tensor: Some(t) } => write!(f, "file({path:?}, {t:?})"),
+            Init::File {
+                path,
+                tensor: Some(t),
+            } => write!(f, "file({path:?}, {t:?})"),
         }
     }
 }

@@ -26,7 +26,11 @@ pub fn node_stats(graph: &Graph, id: NodeId) -> NodeStats {
         .filter_map(|v| graph.value_type(*v))
         .map(|t| t.shape.elements() as u64)
         .sum();
-    let out = node.outputs.first().map(|t| t.shape.elements() as u64).unwrap_or(0);
+    let out = node
+        .outputs
+        .first()
+        .map(|t| t.shape.elements() as u64)
+        .unwrap_or(0);
     let weight_elems = |i: usize| -> Vec<u64> {
         operands
             .get(i)

@@ -84,7 +84,10 @@ impl Shape {
     /// [`MAX_RANK`], no zero dimension, and at most [`MAX_ELEMENTS`] elements.
     pub fn check(&self) -> Result<(), String> {
         if self.rank() > MAX_RANK {
-            return Err(format!("rank {} exceeds the limit of {MAX_RANK}", self.rank()));
+            return Err(format!(
+                "rank {} exceeds the limit of {MAX_RANK}",
+                self.rank()
+            ));
         }
         if let Some(axis) = self.0.iter().position(|&d| d == 0) {
             return Err(format!("dimension {axis} of {self} is zero"));
@@ -142,7 +145,10 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(dtype: DType, shape: impl Into<Shape>) -> Self {
-        TensorType { dtype, shape: shape.into() }
+        TensorType {
+            dtype,
+            shape: shape.into(),
+        }
     }
 
     pub fn f32(shape: impl Into<Vec<usize>>) -> Self {

@@ -20,13 +20,33 @@ pub enum VerifyError {
     #[error("{node}: empty name")]
     EmptyName { node: NodeId },
     #[error("{node} ({name}): operand slots are {slots:?}, expected 0..{count}")]
-    OperandSlots { node: NodeId, name: String, slots: Vec<u16>, count: usize },
+    OperandSlots {
+        node: NodeId,
+        name: String,
+        slots: Vec<u16>,
+        count: usize,
+    },
     #[error("{node} ({name}): reads result {output} of {producer}, which has {results} result(s)")]
-    NoSuchResult { node: NodeId, name: String, producer: NodeId, output: u16, results: usize },
+    NoSuchResult {
+        node: NodeId,
+        name: String,
+        producer: NodeId,
+        output: u16,
+        results: usize,
+    },
     #[error("{node} ({name}): {message}")]
-    Inference { node: NodeId, name: String, message: String },
+    Inference {
+        node: NodeId,
+        name: String,
+        message: String,
+    },
     #[error("{node} ({name}): stored types {stored} differ from inferred {inferred}")]
-    TypeMismatch { node: NodeId, name: String, stored: String, inferred: String },
+    TypeMismatch {
+        node: NodeId,
+        name: String,
+        stored: String,
+        inferred: String,
+    },
     #[error("the graph has a cycle through {}", .0.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))]
     Cycle(Vec<NodeId>),
     #[error("graph output {0} does not exist")]
@@ -42,7 +62,10 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<VerifyError>> {
         if node.name.is_empty() {
             errors.push(VerifyError::EmptyName { node: id });
         } else if !names.insert(node.name.as_str()) {
-            errors.push(VerifyError::DuplicateName { node: id, name: node.name.clone() });
+            errors.push(VerifyError::DuplicateName {
+                node: id,
+                name: node.name.clone(),
+            });
         }
 
         let mut incoming = graph.incoming(id);
@@ -62,7 +85,10 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<VerifyError>> {
         for &(_, v) in &incoming {
             let producer = &graph[v.node];
             match producer.outputs.get(v.output as usize) {
-                Some(ty) => operands.push(Operand { name: &producer.name, ty }),
+                Some(ty) => operands.push(Operand {
+                    name: &producer.name,
+                    ty,
+                }),
                 None => {
                     dangling = true;
                     errors.push(VerifyError::NoSuchResult {
@@ -109,5 +135,9 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<VerifyError>> {
 }
 
 fn types_str(types: &[crate::TensorType]) -> String {
-    types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    types
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
