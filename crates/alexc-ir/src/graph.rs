@@ -57,7 +57,12 @@ pub enum GraphError {
 }
 
 /// A network: typed nodes in a DAG, a bound batch size and ordered outputs.
+///
+/// Serializes as its name, batch, petgraph graph and outputs; deserializing
+/// rebuilds the name index (and the verifier should run on the result, as
+/// on any graph from outside).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "GraphData")]
 pub struct Graph {
     /// The model's name.
     pub name: String,
@@ -67,6 +72,29 @@ pub struct Graph {
     outputs: Vec<ValueId>,
     #[serde(skip)]
     by_name: HashMap<String, NodeId>,
+}
+
+/// The serialized form of a [`Graph`]: everything but the name index.
+#[derive(Deserialize)]
+struct GraphData {
+    name: String,
+    batch: usize,
+    dag: StableDiGraph<Node, Edge, u32>,
+    outputs: Vec<ValueId>,
+}
+
+impl From<GraphData> for Graph {
+    fn from(d: GraphData) -> Self {
+        let mut graph = Graph {
+            name: d.name,
+            batch: d.batch,
+            dag: d.dag,
+            outputs: d.outputs,
+            by_name: HashMap::new(),
+        };
+        graph.reindex();
+        graph
+    }
 }
 
 impl Graph {
@@ -329,7 +357,8 @@ impl Graph {
         &self.dag
     }
 
-    /// Rebuilds the name index, e.g. after deserializing a graph.
+    /// Rebuilds the name index from the nodes (deserialization does this
+    /// already).
     pub fn reindex(&mut self) {
         self.by_name = self
             .node_ids()

@@ -157,10 +157,13 @@ impl LrnAttrs {
         }
     }
 
-    /// Inclusive channel window `[lo, hi]` for output channel `c` of `channels`.
+    /// Inclusive channel window `[lo, hi]` for output channel `c` of
+    /// `channels` (`c < channels`; shape inference guarantees `size ≥ 1`).
     pub fn window(&self, c: usize, channels: usize) -> (usize, usize) {
         let lo = c.saturating_sub(self.size / 2);
-        let hi = (c + (self.size - 1) / 2).min(channels - 1);
+        let hi = c
+            .saturating_add(self.size.saturating_sub(1) / 2)
+            .min(channels.saturating_sub(1));
         (lo, hi)
     }
 }

@@ -4,11 +4,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The largest element count a single tensor may have (2^31). Sizes are
-/// checked against it before anything is allocated, so a model file cannot
-/// make alexc allocate absurd amounts of memory, and generated code may index
-/// any tensor with 32-bit offsets.
-pub const MAX_ELEMENTS: u64 = 1 << 31;
+/// The largest element count a single tensor may have (2^31 − 1, 8 GiB of
+/// f32). Sizes are checked against it before anything is allocated, so a
+/// model file cannot make alexc allocate absurd amounts of memory, and
+/// generated code may hold any element count, offset or one-past-the-end
+/// index of a tensor in a signed 32-bit integer (CUDA's `int`).
+pub const MAX_ELEMENTS: u64 = (1 << 31) - 1;
 
 /// The largest rank the IR accepts.
 pub const MAX_RANK: usize = 8;

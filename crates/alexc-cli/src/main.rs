@@ -1,0 +1,166 @@
+//! `alexc`: compile and run convolutional networks declared in RON files.
+//!
+//! Subcommands:
+//! - `alexc compile MODEL` — parse, verify and shape-check a model; print a
+//!   per-layer summary, or emit the graph IR, DOT or a JSON summary;
+//! - `alexc run MODEL --input X` — classify images (or a `.npy` batch) with
+//!   the reference interpreter and print the top-K classes.
+//!
+//! Model-file errors are rendered by miette with file, line, column, the
+//! offending snippet and a hint; every other error is one readable message.
+//! Nothing the user passes makes this program panic.
+
+mod compile;
+mod images;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A compiler for convolutional networks.
+#[derive(Debug, Parser)]
+#[command(name = "alexc", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse, verify and shape-check a model; print or emit the result.
+    Compile(CompileArgs),
+    /// Classify images or a .npy batch and print the top classes.
+    Run(RunArgs),
+}
+
+/// What `compile --emit` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The per-layer summary table (the default).
+    Summary,
+    /// The graph IR in its text form.
+    Graph,
+    /// The graph in Graphviz DOT.
+    Dot,
+    /// The summary as JSON.
+    SummaryJson,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompileArgs {
+    /// The model file (RON), e.g. models/alexnet.ron.
+    pub model: PathBuf,
+    /// The batch size the symbolic batch dimension "N" is bound to.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// What to produce.
+    #[arg(long, value_enum, default_value_t = Emit::Summary)]
+    pub emit: Emit,
+    /// Write the output to this file instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Execution engines for `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The reference interpreter (plain Rust, the oracle for every backend).
+    Interp,
+}
+
+impl Backend {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The model file (RON).
+    pub model: PathBuf,
+    /// An image (JPEG/PNG), a folder of images, or a .npy tensor [N, C, H, W].
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Weights (safetensors, PyTorch names); default: the model's initializers.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Seed for the initializers when no weights are given.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// How many classes to print per input.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+    /// Save the logits [N, classes] to this .npy file.
+    #[arg(long)]
+    pub save_logits: Option<PathBuf>,
+    /// The execution engine.
+    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    pub backend: Backend,
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// An error as the user sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A model-file error, rendered with its snippet.
+    #[error(transparent)]
+    Model(#[from] Box<alexc_frontend::ModelError>),
+    /// Anything else: one message with its causes.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// message already contains (some errors print their source themselves).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Compile(args) => compile::compile(&args),
+        Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Model(e)) => {
+            eprintln!("{:?}", miette::Report::new(*e));
+            ExitCode::FAILURE
+        }
+        Err(CliError::Other(e)) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

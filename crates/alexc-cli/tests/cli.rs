@@ -1,0 +1,349 @@
+//! End-to-end tests of the `alexc` binary: what a user types, what they see.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn alexc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_alexc"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the alexc binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("alexc-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn compile_alexnet_prints_the_papers_shapes_and_parameter_count() {
+    let out = alexc(&["compile", "models/alexnet.ron"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let shapes: Vec<&str> = [
+        "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8",
+    ]
+    .iter()
+    .map(|layer| {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(layer))
+            .unwrap_or_else(|| panic!("no row for {layer} in\n{text}"));
+        line.split_whitespace().nth(2).expect("shape column")
+    })
+    .collect();
+    assert_eq!(
+        shapes.join(" → "),
+        "96×55×55 → 96×27×27 → 256×27×27 → 256×13×13 → 384×13×13 → 384×13×13 → 256×13×13 → 256×6×6 → 4096 → 4096 → 1000"
+    );
+    assert!(text.contains("total: 62,378,344 parameters"), "{text}");
+    insta::assert_snapshot!("compile-alexnet-summary", text);
+}
+
+#[test]
+fn compile_alexnet_2gpu_counts_the_papers_parameters() {
+    let out = alexc(&["compile", "models/alexnet-2gpu.ron"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("total: 60,965,224 parameters"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn summary_json_has_the_documented_fields() {
+    let out = alexc(&[
+        "compile",
+        "models/alexnet.ron",
+        "--batch",
+        "8",
+        "--emit",
+        "summary-json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(json["model"], "alexnet");
+    assert_eq!(json["batch"], 8);
+    assert_eq!(json["params"], 62_378_344);
+    let nodes = json["nodes"].as_array().expect("nodes");
+    let fc8 = nodes.iter().find(|n| n["name"] == "fc8").expect("fc8");
+    assert_eq!(fc8["op"], "linear");
+    assert_eq!(fc8["shape"], serde_json::json!([8, 1000]));
+    assert_eq!(fc8["params"], 4_097_000);
+    assert_eq!(fc8["macs"], 8 * 4_096_000);
+    let macs: u64 = nodes
+        .iter()
+        .map(|n| n["macs"].as_u64().expect("macs"))
+        .sum();
+    assert_eq!(json["macs"], macs);
+}
+
+#[test]
+fn emit_graph_and_dot_to_files() {
+    let dir = temp_dir("emit");
+    let ir = dir.join("alexnet.ir");
+    let dot = dir.join("alexnet.dot");
+    let out = alexc(&[
+        "compile",
+        "models/alexnet.ron",
+        "--emit",
+        "graph",
+        "-o",
+        ir.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&ir).expect("IR written");
+    assert!(text.starts_with("graph alexnet (batch 1) {"));
+    assert!(text.contains(r#"conv2d "conv1" {out=96, kernel=11x11, stride=4x4, padding=2x2"#));
+    let out = alexc(&[
+        "compile",
+        "models/alexnet-2gpu.ron",
+        "--emit",
+        "dot",
+        "-o",
+        dot.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&dot).expect("DOT written");
+    assert!(text.starts_with("digraph \"alexnet-2gpu\" {"));
+    assert!(text.contains("->"));
+}
+
+#[test]
+fn bad_model_shows_file_line_column_and_hint() {
+    let out = alexc(&[
+        "compile",
+        "crates/alexc-frontend/tests/bad-models/channel-mismatch.ron",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("conv2 expects 96 input channels, but pool1 produces 256×13×13"),
+        "{err}"
+    );
+    assert!(err.contains("channel-mismatch.ron:9:44"), "{err}");
+    assert!(err.contains("set in_channels to 256"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn batch_zero_is_rejected_by_the_cli() {
+    let out = alexc(&["compile", "models/alexnet.ron", "--batch", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--batch"), "{}", stderr(&out));
+}
+
+/// Writes a PNG the test owns: a diagonal gradient.
+fn write_png(path: &Path, w: u32, h: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+    });
+    img.save(path).expect("write png");
+}
+
+#[test]
+fn run_classifies_an_image_and_a_folder() {
+    let dir = temp_dir("run");
+    write_png(&dir.join("a.png"), 40, 30);
+    write_png(&dir.join("b.png"), 20, 50);
+    std::fs::write(dir.join("notes.txt"), "not an image").expect("write");
+    let out = alexc(&[
+        "run",
+        "models/alexnet-small.ron",
+        "--input",
+        dir.join("a.png").to_str().expect("utf-8"),
+        "--top",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count(),
+        3,
+        "{text}"
+    );
+    // Class names from the model file are shown.
+    assert!([
+        "T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+        "Ankle"
+    ]
+    .iter()
+    .any(|n| text.contains(n)));
+
+    let logits = dir.join("logits.npy");
+    let out = alexc(&[
+        "run",
+        "models/alexnet-small.ron",
+        "--input",
+        dir.to_str().expect("utf-8"),
+        "--save-logits",
+        logits.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = alexc_tensor::read_npy(&logits)
+        .expect("logits saved")
+        .to_f32();
+    assert_eq!(saved.shape(), [2, 10]);
+}
+
+#[test]
+fn run_is_deterministic_for_a_seed_and_feeds_npy_batches() {
+    let dir = temp_dir("npy");
+    let data: Vec<f32> = (0..3 * 28 * 28)
+        .map(|i| ((i * 37) % 101) as f32 / 101.0)
+        .collect();
+    let input = dir.join("x.npy");
+    alexc_tensor::write_npy(
+        &input,
+        &alexc_tensor::Tensor::new(vec![3, 1, 28, 28], data).expect("tensor"),
+    )
+    .expect("npy");
+    let run = |seed: &str, out: &Path| {
+        let o = alexc(&[
+            "run",
+            "models/alexnet-small.ron",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--seed",
+            seed,
+            "--save-logits",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        alexc_tensor::read_npy(out).expect("logits").to_f32()
+    };
+    let a = run("7", &dir.join("a.npy"));
+    let b = run("7", &dir.join("b.npy"));
+    let c = run("8", &dir.join("c.npy"));
+    assert_eq!(a.shape(), [3, 10]);
+    assert_eq!(a.data(), b.data());
+    assert_ne!(a.data(), c.data());
+}
+
+#[test]
+fn wrong_input_shape_is_a_clear_error() {
+    let dir = temp_dir("badshape");
+    let input = dir.join("x.npy");
+    alexc_tensor::write_npy(
+        &input,
+        &alexc_tensor::Tensor::new(vec![2, 3, 28, 28], vec![0.0; 2 * 3 * 28 * 28]).expect("t"),
+    )
+    .expect("npy");
+    let out = alexc(&[
+        "run",
+        "models/alexnet-small.ron",
+        "--input",
+        input.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("has shape [2, 3, 28, 28], but the model takes [N, 1, 28, 28]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn weights_mismatch_lists_every_difference() {
+    let dir = temp_dir("weights");
+    // Start from the model's own initial weights, then break three of them.
+    let model = alexc_frontend::load(&root().join("models/alexnet-small.ron"), 1).expect("model");
+    let mut weights =
+        alexc_tensor::init_parameters(&model.graph, 0, model.base_dir()).expect("init");
+    weights.remove("fc8.bias");
+    weights.insert(
+        "fc9.weight".into(),
+        alexc_tensor::Tensor::new(vec![2], vec![0.0, 1.0]).expect("t"),
+    );
+    weights.insert(
+        "conv1.weight".into(),
+        alexc_tensor::Tensor::new(vec![32, 1, 3, 3], vec![0.0; 288]).expect("t"),
+    );
+    let path = dir.join("w.safetensors");
+    alexc_tensor::save_weights(&path, &weights).expect("save");
+    let img = dir.join("a.png");
+    write_png(&img, 28, 28);
+    let out = alexc(&[
+        "run",
+        "models/alexnet-small.ron",
+        "--input",
+        img.to_str().expect("utf-8"),
+        "--weights",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    for needle in [
+        "fc8.bias",
+        "fc9.weight",
+        "conv1.weight: expected [32, 1, 5, 5], found [32, 1, 3, 3]",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn saved_weights_round_trip_through_run() {
+    let dir = temp_dir("roundtrip");
+    let model = alexc_frontend::load(&root().join("models/alexnet-small.ron"), 1).expect("model");
+    let weights = alexc_tensor::init_parameters(&model.graph, 3, model.base_dir()).expect("init");
+    let path = dir.join("w.safetensors");
+    alexc_tensor::save_weights(&path, &weights).expect("save");
+    let input = dir.join("x.npy");
+    alexc_tensor::write_npy(
+        &input,
+        &alexc_tensor::Tensor::new(vec![1, 1, 28, 28], vec![0.5; 784]).expect("t"),
+    )
+    .expect("npy");
+    let run = |extra: &[&str], out: &str| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "run",
+            "models/alexnet-small.ron",
+            "--input",
+            input.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--save-logits", out.to_str().expect("utf-8")]);
+        let o = alexc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        alexc_tensor::read_npy(&out).expect("logits").to_f32()
+    };
+    let from_file = run(&["--weights", path.to_str().expect("utf-8")], "a.npy");
+    let from_seed = run(&["--seed", "3"], "b.npy");
+    assert_eq!(from_file.data(), from_seed.data());
+}
+
+#[test]
+fn missing_input_is_an_error_not_a_panic() {
+    let out = alexc(&[
+        "run",
+        "models/alexnet-small.ron",
+        "--input",
+        "no/such/file.png",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no/such/file.png"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
