@@ -62,10 +62,17 @@ pub fn summarize(graph: &Graph) -> Summary {
             }
         })
         .collect();
+    // Each parameter counts once, however many nodes read it.
+    let params = graph
+        .node_ids()
+        .filter(|&id| matches!(graph[id].op, Op::Parameter(_)))
+        .filter_map(|id| graph[id].outputs.first())
+        .map(|t| t.shape.elements() as u64)
+        .sum();
     Summary {
         model: graph.name.clone(),
         batch: graph.batch,
-        params: nodes.iter().map(|n| n.params).sum(),
+        params,
         macs: nodes.iter().map(|n| n.macs).sum(),
         nodes,
     }
@@ -98,7 +105,7 @@ fn sample_shape(shape: &[usize]) -> String {
 }
 
 /// The human-readable table.
-pub fn summary_table(summary: &Summary, graph: &Graph) -> String {
+pub fn summary_table(summary: &Summary, graph: &Graph, description: &str) -> String {
     let mut rows: Vec<[String; 5]> = vec![[
         "layer".into(),
         "op".into(),
@@ -130,7 +137,12 @@ pub fn summary_table(summary: &Summary, graph: &Graph) -> String {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "model {} (batch {})", summary.model, summary.batch);
+    let _ = write!(out, "model {} (batch {})", summary.model, summary.batch);
+    if description.is_empty() {
+        out.push('\n');
+    } else {
+        let _ = writeln!(out, ": {description}");
+    }
     let total_width = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
     for (i, row) in rows.iter().enumerate() {
         let line = format!(
@@ -180,7 +192,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
     let graph = &model.graph;
     tracing::info!(nodes = graph.len(), "model verified");
     let text = match args.emit {
-        Emit::Summary => summary_table(&summarize(graph), graph),
+        Emit::Summary => summary_table(&summarize(graph), graph, &model.spec.description),
         Emit::Graph => alexc_ir::print::to_text(graph),
         Emit::Dot => alexc_ir::dot::to_dot(graph),
         Emit::SummaryJson => {

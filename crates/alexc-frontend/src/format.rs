@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub struct ModelSpec {
     /// The model's name, used in dumps and summaries.
     pub name: String,
-    /// Free text shown by `alexc compile`.
+    /// Free text, printed in the header of `alexc compile`'s summary.
     #[serde(default)]
     pub description: String,
     /// Graph inputs; the first one feeds the first layer by default.

@@ -212,6 +212,12 @@ impl Lowerer<'_> {
             return Some((def, None));
         }
         let (base, index) = text.rsplit_once('.')?;
+        // Plain decimal, no sign, no leading zeros: `split1.0`, `split1.12`.
+        let canonical =
+            index.bytes().all(|b| b.is_ascii_digit()) && (index == "0" || !index.starts_with('0'));
+        if !canonical {
+            return None;
+        }
         let index: u16 = index.parse().ok()?;
         defs.get(base).map(|&def| (def, Some(index)))
     }
@@ -442,6 +448,15 @@ impl Lowerer<'_> {
                     .hint(format!("give {channels} values, or none")));
             }
         }
+        if input.mean.iter().any(|m| !m.is_finite()) {
+            return Err(self
+                .error(
+                    ErrorKind::InvalidValue,
+                    format!("input `{}`: mean values must be finite", input.name),
+                )
+                .at(self.field_span(def, "mean"), "here")
+                .hint("means are per-channel averages of pixels scaled to [0, 1]"));
+        }
         if input.std.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
             return Err(self
                 .error(
@@ -606,9 +621,9 @@ impl Lowerer<'_> {
                     weight_init,
                 )?;
                 operands.push(w);
+                // Checked even when unused, so a bad value never hides.
+                let bias_init = self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
                 if s.bias {
-                    let bias_init =
-                        self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
                     operands.push(self.param(graph, i, "bias", vec![out_channels], bias_init)?);
                 }
                 Op::Conv2d(Conv2dAttrs {
@@ -633,9 +648,9 @@ impl Lowerer<'_> {
                     vec![out_features, in_features],
                     weight_init,
                 )?);
+                // Checked even when unused, so a bad value never hides.
+                let bias_init = self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
                 if s.bias {
-                    let bias_init =
-                        self.init(i, "bias_init", s.bias_init.as_ref(), &defaults.bias)?;
                     operands.push(self.param(graph, i, "bias", vec![out_features], bias_init)?);
                 }
                 Op::Linear(LinearAttrs {

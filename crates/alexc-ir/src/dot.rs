@@ -33,7 +33,7 @@ pub fn to_dot(graph: &Graph) -> String {
         let attrs = node.op.attr_string();
         let mut label = format!("{}\\n{}", escape(&node.name), node.op.name());
         if !attrs.is_empty() && !matches!(node.op, Op::Parameter(_)) {
-            label.push_str(&format!("\\n{}", escape(&attrs.replace(", ", " "))));
+            label.push_str(&format!("\\n{}", escape(&attrs)));
         }
         label.push_str(&format!("\\n{}", types.join(", ")));
         let _ = writeln!(

@@ -251,8 +251,11 @@ impl Graph {
         self.node_ids().filter(|&id| pred(&self[id].op)).collect()
     }
 
-    /// Makes every use of `old` (including graph outputs) use `new` instead.
-    /// The types must be equal; the caller verifies acyclicity afterwards.
+    /// Makes every use of `old` (including graph outputs) use `new` instead,
+    /// except the uses by `new`'s own node: so the common rewrite "add a node
+    /// after `x`, then reroute `x`'s users to it" keeps the new node reading
+    /// `x`. The types must be equal; the caller verifies acyclicity
+    /// afterwards (the verifier runs after every pass).
     pub fn replace_uses(&mut self, old: ValueId, new: ValueId) -> Result<(), GraphError> {
         match (self.value_type(old), self.value_type(new)) {
             (None, _) => return Err(GraphError::UnknownValue(old)),
@@ -270,7 +273,7 @@ impl Graph {
         let uses: Vec<_> = self
             .dag
             .edges_directed(old.node.index(), Direction::Outgoing)
-            .filter(|e| e.weight().output == old.output)
+            .filter(|e| e.weight().output == old.output && e.target() != new.node.index())
             .map(|e| (e.id(), e.target(), e.weight().operand))
             .collect();
         for (edge, target, operand) in uses {
@@ -292,7 +295,9 @@ impl Graph {
         Ok(())
     }
 
-    /// Removes a node that has no users and is not a graph output.
+    /// Removes a node that has no users and is not a graph output. Its id
+    /// may be reused by a later [`Graph::add`], so a pass must not keep ids
+    /// of removed nodes.
     pub fn remove(&mut self, id: NodeId) -> Result<Node, GraphError> {
         self.get(id).ok_or(GraphError::UnknownNode(id))?;
         if !self.users(id).is_empty() || self.outputs.iter().any(|v| v.node == id) {

@@ -360,9 +360,14 @@ fn conv2d(node: &str, a: &Conv2dAttrs, operands: &[Operand<'_>]) -> Result<Tenso
         ))
         .operand(0)
         .attr("in_channels")
-        .hint(format!(
-            "set in_channels to {c}, or feed {node} from a layer with {expected_c} channels"
-        )));
+        .hint(if c % a.groups == 0 {
+            format!("set in_channels to {c}, or feed {node} from a layer with {expected_c} channels")
+        } else {
+            format!(
+                "feed {node} from a layer with {expected_c} channels ({c} is not divisible by groups {})",
+                a.groups
+            )
+        }));
     }
     if a.out_channels % a.groups != 0 {
         return Err(ShapeError::new(format!(

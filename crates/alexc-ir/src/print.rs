@@ -50,7 +50,11 @@ pub fn to_text(graph: &Graph) -> String {
         }
     }
     let outs: Vec<String> = graph.outputs().iter().map(|v| v.to_string()).collect();
-    let _ = writeln!(out, "  return {}", outs.join(", "));
+    if outs.is_empty() {
+        let _ = writeln!(out, "  return");
+    } else {
+        let _ = writeln!(out, "  return {}", outs.join(", "));
+    }
     out.push_str("}\n");
     out
 }
