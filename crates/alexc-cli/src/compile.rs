@@ -1,11 +1,16 @@
-//! `alexc compile`: the front half of the compiler as it stands — parse,
-//! verify, infer shapes — and the views of the result: a summary table, the
-//! text IR, DOT and a JSON summary whose shape later stages extend.
+//! `alexc compile`: parse, verify and infer shapes, run the pass pipeline
+//! (inference or, with `--train`, training), and show the result: a summary
+//! table, the text IR, DOT, a JSON summary or the memory plan; optionally the
+//! per-pass timings, IR dumps after passes and the fusion decisions.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use alexc_ir::{node_stats, Graph, NodeId, Op};
+use alexc_frontend::format::SgdConventionSpec;
+use alexc_ir::{node_stats, Graph, NodeId, Op, SgdConvention};
+use alexc_passes::{
+    default_pipeline, PassContext, PipelineMode, PipelineOptions, PrintAfter, TrainingOptions,
+};
 use anyhow::Context;
 use serde::Serialize;
 
@@ -22,14 +27,36 @@ pub struct NodeSummary {
     pub macs: u64,
 }
 
+/// One fused group in the JSON summary.
+#[derive(Debug, Serialize)]
+pub struct FusionSummary {
+    pub pass: String,
+    pub nodes: Vec<String>,
+}
+
 /// The machine-readable summary (`--emit summary-json`).
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub model: String,
     pub batch: usize,
+    /// Whether this is the training graph.
+    pub train: bool,
     pub params: u64,
     pub macs: u64,
     pub nodes: Vec<NodeSummary>,
+    pub fusions: Vec<FusionSummary>,
+    pub arena_bytes: Option<u64>,
+    pub peak_bytes: Option<u64>,
+    /// The same graph's memory without fusion, for comparison (when fusion ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unfused: Option<MemorySummary>,
+}
+
+/// Arena and peak bytes of one plan.
+#[derive(Debug, Serialize)]
+pub struct MemorySummary {
+    pub arena_bytes: u64,
+    pub peak_bytes: u64,
 }
 
 /// Layers in printing order: everything except parameters, topologically.
@@ -43,7 +70,7 @@ fn layer_order(graph: &Graph) -> Vec<NodeId> {
         .collect()
 }
 
-pub fn summarize(graph: &Graph) -> Summary {
+pub fn summarize(graph: &Graph, ctx: &PassContext, train: bool) -> Summary {
     let nodes: Vec<NodeSummary> = layer_order(graph)
         .into_iter()
         .map(|id| {
@@ -72,9 +99,22 @@ pub fn summarize(graph: &Graph) -> Summary {
     Summary {
         model: graph.name.clone(),
         batch: graph.batch,
+        train,
         params,
         macs: nodes.iter().map(|n| n.macs).sum(),
         nodes,
+        fusions: ctx
+            .fusion
+            .groups
+            .iter()
+            .map(|g| FusionSummary {
+                pass: g.pass.to_string(),
+                nodes: g.nodes.clone(),
+            })
+            .collect(),
+        arena_bytes: ctx.plan.as_ref().map(|p| p.arena_bytes),
+        peak_bytes: ctx.plan.as_ref().map(|p| p.peak_bytes),
+        unfused: None,
     }
 }
 
@@ -104,12 +144,37 @@ fn sample_shape(shape: &[usize]) -> String {
     }
 }
 
+/// The full shape, `32×96×55×55`.
+fn full_shape(shape: &[usize]) -> String {
+    if shape.is_empty() {
+        return "scalar".into();
+    }
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
+}
+
 /// The human-readable table.
 pub fn summary_table(summary: &Summary, graph: &Graph, description: &str) -> String {
+    // Inference graphs show per-sample shapes (the batch is in the header);
+    // training graphs also hold weight-shaped values, so they show full shapes.
+    let shape_of = |s: &[usize]| {
+        if summary.train {
+            full_shape(s)
+        } else {
+            sample_shape(s)
+        }
+    };
     let mut rows: Vec<[String; 5]> = vec![[
         "layer".into(),
         "op".into(),
-        "output (per sample)".into(),
+        if summary.train {
+            "output".into()
+        } else {
+            "output (per sample)".into()
+        },
         "params".into(),
         "MACs".into(),
     ]];
@@ -117,7 +182,7 @@ pub fn summary_table(summary: &Summary, graph: &Graph, description: &str) -> Str
         rows.push([
             n.name.clone(),
             n.op.clone(),
-            sample_shape(&n.shape),
+            shape_of(&n.shape),
             if n.params == 0 {
                 String::new()
             } else {
@@ -166,10 +231,15 @@ pub fn summary_table(summary: &Summary, graph: &Graph, description: &str) -> Str
     let _ = writeln!(out, "{}", "─".repeat(total_width));
     let _ = writeln!(
         out,
-        "total: {} parameters ({:.1} MiB as f32), {} MACs per batch ({:.2} GMAC per sample)",
+        "total: {} parameters ({:.1} MiB as f32), {} MACs per {} ({:.2} GMAC per sample)",
         thousands(summary.params),
         summary.params as f64 * 4.0 / (1024.0 * 1024.0),
         thousands(summary.macs),
+        if summary.train {
+            "training step"
+        } else {
+            "batch"
+        },
         summary.macs as f64 / 1e9 / summary.batch.max(1) as f64
     );
     let outputs: Vec<String> = graph
@@ -184,25 +254,154 @@ pub fn summary_table(summary: &Summary, graph: &Graph, description: &str) -> Str
         })
         .collect();
     let _ = writeln!(out, "outputs: {}", outputs.join(", "));
+    if let (Some(arena), Some(peak)) = (summary.arena_bytes, summary.peak_bytes) {
+        let _ = writeln!(out, "memory: arena {}, peak live {}", mib(arena), mib(peak));
+    }
+    if let Some(u) = &summary.unfused {
+        let _ = writeln!(
+            out,
+            "unfused: arena {}, peak live {}",
+            mib(u.arena_bytes),
+            mib(u.peak_bytes)
+        );
+    }
+    if !summary.fusions.is_empty() {
+        let _ = writeln!(out, "fused groups: {}", summary.fusions.len());
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    format!(
+        "{:.2} MiB ({} bytes)",
+        bytes as f64 / (1024.0 * 1024.0),
+        thousands(bytes)
+    )
+}
+
+/// Pipeline options from the command line and the model's training section.
+fn pipeline_options(args: &CompileArgs, spec: &alexc_frontend::ModelSpec) -> PipelineOptions {
+    let print_after = if args.print_after.iter().any(|p| p == "all") {
+        PrintAfter::All
+    } else if args.print_after.is_empty() {
+        PrintAfter::None
+    } else {
+        PrintAfter::Passes(args.print_after.iter().cloned().collect())
+    };
+    PipelineOptions {
+        mode: if args.train {
+            PipelineMode::Training
+        } else {
+            PipelineMode::Inference
+        },
+        training: TrainingOptions {
+            momentum: spec.training.momentum,
+            weight_decay: spec.training.weight_decay,
+            convention: match spec.training.convention {
+                SgdConventionSpec::Paper => SgdConvention::Paper,
+                SgdConventionSpec::Pytorch => SgdConvention::Pytorch,
+            },
+        },
+        no_fuse: args.no_fuse,
+        disabled: args.disable_pass.iter().cloned().collect(),
+        verify_each: true,
+        print_after,
+    }
+}
+
+/// Loads a model and runs the pass pipeline over it.
+pub fn build(args: &CompileArgs) -> Result<(alexc_frontend::Model, PassContext), CliError> {
+    let mut model = alexc_frontend::load(&args.model, args.batch as usize)?;
+    let options = pipeline_options(args, &model.spec);
+    let ctx = default_pipeline(options)
+        .run(&mut model.graph)
+        .map_err(anyhow::Error::from)?;
+    Ok((model, ctx))
+}
+
+/// The memory of the same model compiled without fusion, if fusion fused
+/// anything (the graph passes take milliseconds, so this costs nothing).
+fn unfused_memory(
+    args: &CompileArgs,
+    ctx: &PassContext,
+) -> Result<Option<MemorySummary>, CliError> {
+    if args.no_fuse || ctx.fusion.groups.is_empty() {
+        return Ok(None);
+    }
+    let mut model = alexc_frontend::load(&args.model, args.batch as usize)?;
+    let options = PipelineOptions {
+        no_fuse: true,
+        print_after: PrintAfter::None,
+        ..pipeline_options(args, &model.spec)
+    };
+    let ctx = default_pipeline(options)
+        .run(&mut model.graph)
+        .map_err(anyhow::Error::from)?;
+    Ok(ctx.plan.map(|p| MemorySummary {
+        arena_bytes: p.arena_bytes,
+        peak_bytes: p.peak_bytes,
+    }))
+}
+
+fn timings_table(ctx: &PassContext) -> String {
+    let mut out = String::from("pass                   time        changed\n");
+    let mut total = 0.0;
+    for t in &ctx.timings {
+        let ms = t.duration.as_secs_f64() * 1e3;
+        total += ms;
+        let changed = if !t.ran {
+            "disabled"
+        } else if t.changed {
+            "yes"
+        } else {
+            "no"
+        };
+        out.push_str(&format!("{:<22} {:>8.3} ms  {changed}\n", t.pass, ms));
+    }
+    out.push_str(&format!("{:<22} {:>8.3} ms\n", "total", total));
     out
 }
 
 pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
-    let model = alexc_frontend::load(&args.model, args.batch as usize)?;
+    let (model, ctx) = build(args)?;
     let graph = &model.graph;
-    tracing::info!(nodes = graph.len(), "model verified");
+    tracing::info!(nodes = graph.len(), "pipeline done");
+    for (pass, text) in &ctx.dumps {
+        eprintln!("// ----- IR after {pass} -----\n{text}");
+    }
+    if args.timings {
+        eprint!("{}", timings_table(&ctx));
+    }
+    let summary = || -> Result<Summary, CliError> {
+        let mut s = summarize(graph, &ctx, args.train);
+        s.unfused = unfused_memory(args, &ctx)?;
+        Ok(s)
+    };
     let text = match args.emit {
-        Emit::Summary => summary_table(&summarize(graph), graph, &model.spec.description),
+        Emit::Summary => summary_table(&summary()?, graph, &model.spec.description),
         Emit::Graph => alexc_ir::print::to_text(graph),
         Emit::Dot => alexc_ir::dot::to_dot(graph),
         Emit::SummaryJson => {
-            let mut json = serde_json::to_string_pretty(&summarize(graph))
-                .context("serializing the summary")?;
+            let mut json =
+                serde_json::to_string_pretty(&summary()?).context("serializing the summary")?;
+            json.push('\n');
+            json
+        }
+        Emit::Plan => {
+            let plan = ctx
+                .plan
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("no memory plan: the mem-plan pass is disabled"))?;
+            let mut json = serde_json::to_string_pretty(plan).context("serializing the plan")?;
             json.push('\n');
             json
         }
     };
     write_output(args.output.as_deref(), &text)?;
+    if args.explain_fusion {
+        let report = ctx.fusion.to_text();
+        write_output(None, &format!("\nfusion decisions:\n{report}"))?;
+    }
     Ok(())
 }
 

@@ -49,6 +49,8 @@ pub enum Emit {
     Dot,
     /// The summary as JSON.
     SummaryJson,
+    /// The memory plan (JSON).
+    Plan,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +66,24 @@ pub struct CompileArgs {
     /// Write the output to this file instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Build the training graph: forward, loss, backward and SGD updates.
+    #[arg(long)]
+    pub train: bool,
+    /// Run no fusion pass.
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Skip a pass of the pipeline (repeatable), e.g. `--disable-pass fuse-lrn-pool`.
+    #[arg(long = "disable-pass", value_name = "NAME")]
+    pub disable_pass: Vec<String>,
+    /// Print the IR after a pass, or after `all` (repeatable; to standard error).
+    #[arg(long = "print-after", value_name = "NAME|all")]
+    pub print_after: Vec<String>,
+    /// Print the time each pass took (to standard error).
+    #[arg(long)]
+    pub timings: bool,
+    /// Print every fusion decision: the groups fused and the candidates rejected, with the reason.
+    #[arg(long)]
+    pub explain_fusion: bool,
 }
 
 /// Execution engines for `run`.

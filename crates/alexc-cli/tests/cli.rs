@@ -37,8 +37,19 @@ fn compile_alexnet_prints_the_papers_shapes_and_parameter_count() {
     let out = alexc(&["compile", "models/alexnet.ron"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
+    // The default pipeline fuses conv+ReLU, LRN+pool and linear+ReLU.
     let shapes: Vec<&str> = [
-        "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8",
+        "conv1+relu1",
+        "norm1+pool1",
+        "conv2+relu2",
+        "norm2+pool2",
+        "conv3+relu3",
+        "conv4+relu4",
+        "conv5+relu5",
+        "pool5",
+        "fc6+relu6",
+        "fc7+relu7",
+        "fc8",
     ]
     .iter()
     .map(|layer| {
@@ -112,7 +123,8 @@ fn emit_graph_and_dot_to_files() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&ir).expect("IR written");
     assert!(text.starts_with("graph alexnet (batch 1) {"));
-    assert!(text.contains(r#"conv2d "conv1" {out=96, kernel=11x11, stride=4x4, padding=2x2"#));
+    assert!(text
+        .contains(r#"conv2d+relu "conv1+relu1" {out=96, kernel=11x11, stride=4x4, padding=2x2"#));
     let out = alexc(&[
         "compile",
         "models/alexnet-2gpu.ron",

@@ -33,6 +33,50 @@ pub struct ModelSpec {
     /// Human-readable class names, index = class id (optional).
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// How the model trains (`alexc compile --train`, `alexc train`).
+    #[serde(default)]
+    pub training: TrainingSpec,
+}
+
+/// The SGD formula; see `alexc_ir::SgdConvention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum SgdConventionSpec {
+    /// `v ← μv − λεw − ε∇, w ← w + v` (the paper; the default).
+    #[default]
+    Paper,
+    /// `v ← μv + ∇ + λw, w ← w − εv` (PyTorch).
+    Pytorch,
+}
+
+/// The `training` section. Defaults are the paper's: SGD with momentum 0.9
+/// and weight decay 5e-4, in the paper's formulation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub convention: SgdConventionSpec,
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        TrainingSpec {
+            momentum: default_momentum(),
+            weight_decay: default_weight_decay(),
+            convention: SgdConventionSpec::Paper,
+        }
+    }
+}
+
+fn default_momentum() -> f64 {
+    0.9
+}
+
+fn default_weight_decay() -> f64 {
+    5e-4
 }
 
 /// A graph input.

@@ -133,6 +133,7 @@ impl Lowerer<'_> {
                 )
                 .hint("add at least one layer"));
         }
+        self.check_training()?;
         let defs = self.check_names()?;
         let refs = self.resolve(&defs)?;
         let order = self.order(&refs)?;
@@ -167,6 +168,40 @@ impl Lowerer<'_> {
             ));
         }
         Ok(graph)
+    }
+
+    /// Checks the `training` section's values.
+    fn check_training(&self) -> Result<()> {
+        let t = &self.spec.training;
+        let field = |key: &str| {
+            self.tree
+                .as_ref()
+                .and_then(|n| n.field("training"))
+                .and_then(|n| n.field(key))
+                .map(|n| n.span.clone())
+        };
+        if !(0.0..1.0).contains(&t.momentum) {
+            return Err(self
+                .error(
+                    ErrorKind::InvalidValue,
+                    format!("training momentum {} is outside [0, 1)", t.momentum),
+                )
+                .at(field("momentum"), "here")
+                .hint("the paper uses momentum 0.9"));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(self
+                .error(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "training weight_decay {} must be finite and non-negative",
+                        t.weight_decay
+                    ),
+                )
+                .at(field("weight_decay"), "here")
+                .hint("the paper uses weight decay 5e-4"));
+        }
+        Ok(())
     }
 
     /// Checks names and builds the name table.

@@ -19,17 +19,26 @@
 //! to that of the live activations; [`run_all`] keeps every value, for
 //! layer-by-layer comparison against a backend.
 //!
-//! Dropout is the only op whose behaviour depends on [`Mode`]. In training,
-//! the mask of a dropout node is drawn from the stream
+//! Dropout is the only thing whose behaviour depends on [`Mode`]. In
+//! training, the mask of a dropout node is drawn from the stream
 //! `alexc_tensor::rng::named_rng(seed, node name)` — see [`node_dropout_mask`]
 //! — so it depends only on the seed and the node's name, and autodiff or a
 //! compiled backend can regenerate exactly the same mask.
+//!
+//! Training graphs have two more kinds of source. A `DropoutMask` node is
+//! bound from the inputs by its own name if the caller gives it; otherwise,
+//! in training, it draws the mask the dropout node named by its `key` would
+//! draw — so a graph in which autodiff replaced dropout layer `drop6` by
+//! `mul(x, drop6.mask)` computes exactly what the forward graph computed.
+//! In evaluation an unbound mask is a binding error. A `Momentum` node is
+//! optimizer state and is bound from the weights, like a parameter.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use alexc_ir::{
-    verify, DType, DropoutAttrs, Graph, NodeId, Op, Shape, TensorType, ValueId, VerifyError,
+    verify, DType, DropoutAttrs, Graph, MomentumAttrs, NodeId, Op, ParameterAttrs, Shape,
+    TensorType, ValueId, VerifyError,
 };
 use alexc_tensor::{check_weights, expected_parameters, rng::named_rng, Tensor, WeightsMismatch};
 
@@ -104,8 +113,16 @@ pub enum BindingProblem {
         name: String,
         expected: TensorType,
     },
+    /// A `DropoutMask` node without a bound mask, in evaluation (in
+    /// training the mask is drawn instead).
+    MissingDropoutMask {
+        name: String,
+        expected: TensorType,
+    },
     UnexpectedInput {
         name: String,
+        /// Whether the name is a parameter or momentum buffer, which are
+        /// bound with the weights.
         is_parameter: bool,
     },
     InputType {
@@ -126,6 +143,10 @@ impl fmt::Display for BindingProblem {
             BindingProblem::MissingInput { name, expected } => {
                 write!(f, "input `{name}` is missing (expected {expected})")
             }
+            BindingProblem::MissingDropoutMask { name, expected } => write!(
+                f,
+                "dropout mask `{name}` is missing (expected {expected}); bind it as an input, or run in training mode to draw it"
+            ),
             BindingProblem::UnexpectedInput {
                 name,
                 is_parameter: false,
@@ -148,7 +169,7 @@ impl fmt::Display for BindingProblem {
             }
             BindingProblem::ParameterDType { name, dtype } => write!(
                 f,
-                "parameter `{name}` has dtype {dtype}; the interpreter binds only f32 parameters"
+                "parameter `{name}` has dtype {dtype}; the interpreter binds only f32 parameters and momentum buffers"
             ),
             // Multi-line already; indent it under the list.
             BindingProblem::Weights(m) => write!(f, "{}", m.to_string().replace('\n', "\n  ")),
@@ -189,6 +210,9 @@ pub enum InterpError {
     },
     #[error("node `{node}`: {message}")]
     Internal { node: String, message: String },
+    /// An `SgdUpdate` node whose results cannot be written back to state.
+    #[error("optimizer update `{node}`: {message}")]
+    Update { node: String, message: String },
 }
 
 /// The dropout mask that [`run`] uses for the dropout node `node_name` in
@@ -211,7 +235,15 @@ pub fn run<T: Real>(
     inputs: &HashMap<String, Value<T>>,
     mode: Mode,
 ) -> Result<Vec<Value<T>>, InterpError> {
-    let values = execute(graph, weights, inputs, mode, false)?;
+    let values = execute(graph, weights, inputs, mode, Keep::OutputsAnd(&[]))?;
+    outputs_of(graph, &values)
+}
+
+/// Copies of the graph outputs, in order, from the values of a run.
+pub(crate) fn outputs_of<T: Clone>(
+    graph: &Graph,
+    values: &HashMap<ValueId, Held<'_, T>>,
+) -> Result<Vec<Value<T>>, InterpError> {
     graph
         .outputs()
         .iter()
@@ -235,7 +267,7 @@ pub fn run_all<T: Real>(
     inputs: &HashMap<String, Value<T>>,
     mode: Mode,
 ) -> Result<HashMap<ValueId, Value<T>>, InterpError> {
-    let values = execute(graph, weights, inputs, mode, true)?;
+    let values = execute(graph, weights, inputs, mode, Keep::All)?;
     Ok(values
         .into_iter()
         .map(|(k, h)| (k, h.into_owned_value()))
@@ -243,7 +275,7 @@ pub fn run_all<T: Real>(
 }
 
 /// A value during execution: borrowed from the caller or computed.
-enum Held<'a, T> {
+pub(crate) enum Held<'a, T> {
     Weight(&'a Tensor<T>),
     Input(&'a Value<T>),
     Computed(Value<T>),
@@ -264,14 +296,14 @@ impl<T: Clone> Held<'_, T> {
         }
     }
 
-    fn to_owned_value(&self) -> Value<T> {
+    pub(crate) fn to_owned_value(&self) -> Value<T> {
         match self.view() {
             ValueRef::Float(t) => Value::Float(t.clone()),
             ValueRef::Int(t) => Value::Int(t.clone()),
         }
     }
 
-    fn into_owned_value(self) -> Value<T> {
+    pub(crate) fn into_owned_value(self) -> Value<T> {
         match self {
             Held::Computed(v) => v,
             other => other.to_owned_value(),
@@ -279,17 +311,20 @@ impl<T: Clone> Held<'_, T> {
     }
 }
 
-fn name_of(graph: &Graph, id: NodeId) -> String {
+pub(crate) fn name_of(graph: &Graph, id: NodeId) -> String {
     graph
         .get(id)
         .map_or_else(|| id.to_string(), |n| n.name.clone())
 }
 
 /// Checks every input and weight against the graph; all problems at once.
+/// Inputs and dropout masks are bound from `inputs`, parameters and
+/// momentum buffers from `weights`.
 fn check_bindings<T>(
     graph: &Graph,
     weights: &BTreeMap<String, Tensor<T>>,
     inputs: &HashMap<String, Value<T>>,
+    mode: Mode,
 ) -> Result<(), InterpError> {
     let mut problems = Vec::new();
     let mut input_names = HashSet::new();
@@ -312,10 +347,31 @@ fn check_bindings<T>(
                     Some(_) => {}
                 }
             }
-            Op::Parameter(p) if p.dtype != DType::F32 => {
+            Op::DropoutMask(a) => {
+                input_names.insert(node.name.as_str());
+                let expected = TensorType::new(DType::F32, a.shape.clone());
+                match inputs.get(&node.name) {
+                    None if mode == Mode::Eval => {
+                        problems.push(BindingProblem::MissingDropoutMask {
+                            name: node.name.clone(),
+                            expected,
+                        })
+                    }
+                    Some(v) if v.ty() != expected => problems.push(BindingProblem::InputType {
+                        name: node.name.clone(),
+                        expected,
+                        found: v.ty(),
+                    }),
+                    _ => {}
+                }
+            }
+            Op::Parameter(ParameterAttrs { dtype, .. })
+            | Op::Momentum(MomentumAttrs { dtype, .. })
+                if *dtype != DType::F32 =>
+            {
                 problems.push(BindingProblem::ParameterDType {
                     name: node.name.clone(),
-                    dtype: p.dtype,
+                    dtype: *dtype,
                 })
             }
             _ => {}
@@ -329,7 +385,7 @@ fn check_bindings<T>(
     for name in extra {
         let is_parameter = graph
             .find(name)
-            .is_some_and(|id| matches!(graph[id].op, Op::Parameter(_)));
+            .is_some_and(|id| matches!(graph[id].op, Op::Parameter(_) | Op::Momentum(_)));
         problems.push(BindingProblem::UnexpectedInput {
             name: name.clone(),
             is_parameter,
@@ -345,29 +401,44 @@ fn check_bindings<T>(
     }
 }
 
-/// Verifies, checks bindings and evaluates every node. With `keep_all`
-/// false, values are dropped after their last use (graph outputs are kept).
-fn execute<'a, T: Real>(
+/// Which values [`execute`] keeps until the end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Keep<'k> {
+    /// Every value.
+    All,
+    /// The graph outputs and these values; everything else is dropped
+    /// after its last use.
+    OutputsAnd(&'k [ValueId]),
+}
+
+/// Verifies, checks bindings and evaluates every node, keeping the values
+/// `keep` asks for.
+pub(crate) fn execute<'a, T: Real>(
     graph: &Graph,
     weights: &'a BTreeMap<String, Tensor<T>>,
     inputs: &'a HashMap<String, Value<T>>,
     mode: Mode,
-    keep_all: bool,
+    keep: Keep<'_>,
 ) -> Result<HashMap<ValueId, Held<'a, T>>, InterpError> {
     verify(graph).map_err(InterpError::InvalidGraph)?;
     let order = graph
         .topo_order()
         .map_err(|cycle| InterpError::InvalidGraph(vec![VerifyError::Cycle(cycle)]))?;
-    check_bindings(graph, weights, inputs)?;
+    check_bindings(graph, weights, inputs, mode)?;
 
-    // Remaining uses of each value; graph outputs are pinned by one extra use.
+    // Remaining uses of each value; kept values are pinned by one extra use.
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     for &id in &order {
         for v in graph.operands(id) {
             *uses.entry(v).or_default() += 1;
         }
     }
-    for &v in graph.outputs() {
+    let keep_all = matches!(keep, Keep::All);
+    let pinned = match keep {
+        Keep::All => &[],
+        Keep::OutputsAnd(extra) => extra,
+    };
+    for &v in graph.outputs().iter().chain(pinned) {
         *uses.entry(v).or_default() += 1;
     }
 
@@ -536,5 +607,95 @@ fn eval<'a, T: Real>(
         Op::SoftmaxCrossEntropy => {
             computed(ops::softmax_cross_entropy(x.float(0)?, x.int(1)?).map_err(op_err)?)
         }
+
+        Op::DropoutMask(a) => match (inputs.get(&node.name), mode) {
+            (Some(v), _) => vec![Held::Input(v)],
+            // The forward dropout layer `key`'s own mask.
+            (None, Mode::Train { seed }) => computed(
+                node_dropout_mask(&a.key, seed, a.shape.dims(), &DropoutAttrs { p: a.p })
+                    .map_err(op_err)?,
+            ),
+            (None, Mode::Eval) => return Err(x.internal("dropout mask is not bound".into())),
+        },
+        Op::Momentum(_) => {
+            let t = weights
+                .get(&node.name)
+                .ok_or_else(|| x.internal("momentum buffer is not bound".into()))?;
+            vec![Held::Weight(t)]
+        }
+        Op::Mul => computed(ops::mul(x.float(0)?, x.float(1)?).map_err(op_err)?),
+        Op::Reshape(a) => computed(ops::reshape(x.float(0)?, a).map_err(op_err)?),
+
+        Op::ConvRelu(a) => {
+            computed(ops::conv_relu(x.float(0)?, x.float(1)?, x.bias(a.bias)?, a).map_err(op_err)?)
+        }
+        Op::LrnMaxPool(a) => computed(ops::lrn_max_pool(x.float(0)?, a).map_err(op_err)?),
+        Op::LinearRelu(a) => {
+            let mask = if a.dropout {
+                Some(x.float(2 + usize::from(a.linear.bias))?)
+            } else {
+                None
+            };
+            let bias = x.bias(a.linear.bias)?;
+            computed(ops::linear_relu(x.float(0)?, x.float(1)?, bias, mask, a).map_err(op_err)?)
+        }
+
+        Op::ReluBackward => computed(ops::relu_backward(x.float(0)?, x.float(1)?).map_err(op_err)?),
+        Op::Conv2dBackward(a) => layer_grads(
+            ops::conv2d_backward(x.float(0)?, x.float(1)?, x.float(2)?, a).map_err(op_err)?,
+        ),
+        Op::ConvReluBackward(a) => layer_grads(
+            ops::conv_relu_backward(x.float(0)?, x.float(1)?, x.float(2)?, x.float(3)?, a)
+                .map_err(op_err)?,
+        ),
+        Op::LinearBackward(a) => {
+            // Operands: x, w, [y if relu], [mask if dropout], dy.
+            let y = if a.relu { Some(x.float(2)?) } else { None };
+            let at_mask = 2 + usize::from(a.relu);
+            let mask = if a.dropout {
+                Some(x.float(at_mask)?)
+            } else {
+                None
+            };
+            let dy = x.float(at_mask + usize::from(a.dropout))?;
+            layer_grads(
+                ops::linear_backward(x.float(0)?, x.float(1)?, y, mask, dy, a).map_err(op_err)?,
+            )
+        }
+        Op::LrnBackward(a) => {
+            computed(ops::lrn_backward(x.float(0)?, x.float(1)?, a).map_err(op_err)?)
+        }
+        Op::MaxPool2dBackward(a) => {
+            computed(ops::max_pool2d_backward(x.float(0)?, x.float(1)?, a).map_err(op_err)?)
+        }
+        Op::AvgPool2dBackward(a) => {
+            computed(ops::avg_pool2d_backward(x.float(0)?, x.float(1)?, a).map_err(op_err)?)
+        }
+        Op::LrnMaxPoolBackward(a) => {
+            computed(ops::lrn_max_pool_backward(x.float(0)?, x.float(1)?, a).map_err(op_err)?)
+        }
+        Op::SoftmaxBackward(a) => {
+            computed(ops::softmax_backward(x.float(0)?, x.float(1)?, a).map_err(op_err)?)
+        }
+        Op::SoftmaxCrossEntropyBackward => {
+            computed(ops::softmax_cross_entropy_backward(x.float(0)?, x.int(1)?).map_err(op_err)?)
+        }
+        Op::SgdUpdate(a) => {
+            let step = ops::sgd_update(x.float(0)?, x.float(1)?, x.float(2)?, x.float(3)?, a)
+                .map_err(op_err)?;
+            vec![
+                Held::Computed(Value::Float(step.w)),
+                Held::Computed(Value::Float(step.v)),
+            ]
+        }
     })
+}
+
+/// The results of a conv or linear backward, in the op's order.
+fn layer_grads<'a, T>(grads: ops::LayerGrads<T>) -> Vec<Held<'a, T>> {
+    grads
+        .into_results()
+        .into_iter()
+        .map(|t| Held::Computed(Value::Float(t)))
+        .collect()
 }

@@ -295,6 +295,25 @@ impl Graph {
         Ok(())
     }
 
+    /// Renames a node. The new name must be unused (and non-empty).
+    pub fn rename(&mut self, id: NodeId, name: impl Into<String>) -> Result<(), GraphError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(GraphError::EmptyName);
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(GraphError::DuplicateName(name));
+        }
+        let node = self
+            .dag
+            .node_weight_mut(id.index())
+            .ok_or(GraphError::UnknownNode(id))?;
+        let old = std::mem::replace(&mut node.name, name.clone());
+        self.by_name.remove(&old);
+        self.by_name.insert(name, id);
+        Ok(())
+    }
+
     /// Removes a node that has no users and is not a graph output. Its id
     /// may be reused by a later [`Graph::add`], so a pass must not keep ids
     /// of removed nodes.

@@ -169,6 +169,147 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
             }
             vec![TensorType::new(DType::F32, Shape::scalar())]
         }
+        Op::DropoutMask(a) => {
+            if !(0.0..1.0).contains(&a.p) {
+                return Err(ShapeError::new(format!(
+                    "{node}: dropout probability {} is outside [0, 1)",
+                    a.p
+                ))
+                .attr("p")
+                .hint("p is the probability of dropping a unit: the paper uses 0.5"));
+            }
+            vec![TensorType::new(DType::F32, a.shape.clone())]
+        }
+        Op::Momentum(a) => vec![TensorType::new(a.dtype, a.shape.clone())],
+        Op::Mul | Op::ReluBackward => vec![same_types(node, op, operands)?],
+        Op::Reshape(a) => {
+            let x = float(node, operands, 0)?;
+            if a.shape.checked_elements() != Some(x.shape.elements() as u64) {
+                return Err(ShapeError::new(format!(
+                    "{node}: cannot reshape {} ({}) to {}",
+                    operands[0].name, x, a.shape
+                ))
+                .operand(0)
+                .hint("a reshape keeps the element count"));
+            }
+            vec![TensorType::new(x.dtype, a.shape.clone())]
+        }
+        Op::ConvRelu(a) => vec![conv2d(node, a, operands)?],
+        Op::LrnMaxPool(a) => {
+            infer(node, &Op::Lrn(a.lrn.clone()), operands)?;
+            vec![pool2d(
+                node,
+                operands,
+                a.pool.kernel,
+                a.pool.stride,
+                a.pool.padding,
+            )?]
+        }
+        Op::LinearRelu(a) => {
+            let n = 2 + a.linear.bias as usize;
+            let y = linear(node, a.linear.out_features, a.linear.bias, &operands[..n])?;
+            if a.dropout {
+                expect_type(node, operands, n, &y, "the dropout mask")?;
+            }
+            vec![y]
+        }
+        Op::Conv2dBackward(a) | Op::ConvReluBackward(a) => {
+            let fwd = &operands[..2];
+            let y = conv2d(
+                node,
+                &Conv2dAttrs {
+                    bias: false,
+                    ..a.conv.clone()
+                },
+                fwd,
+            )?;
+            let relu = matches!(op, Op::ConvReluBackward(_));
+            if relu {
+                expect_type(node, operands, 2, &y, "the fused forward output")?;
+            }
+            expect_type(node, operands, 2 + relu as usize, &y, "the output gradient")?;
+            grads(
+                a.input_grad,
+                operands[0].ty,
+                operands[1].ty,
+                a.conv.bias.then_some(a.conv.out_channels),
+            )
+        }
+        Op::LinearBackward(a) => {
+            let y = linear(node, a.linear.out_features, false, &operands[..2])?;
+            if a.dropout && !a.relu {
+                return Err(ShapeError::new(format!(
+                    "{node}: a linear backward folds dropout only together with ReLU"
+                ))
+                .hint("set relu as well, or apply the mask with a mul node"));
+            }
+            let mut k = 2;
+            for (present, what) in [
+                (a.relu, "the fused forward output"),
+                (a.dropout, "the dropout mask"),
+            ] {
+                if present {
+                    expect_type(node, operands, k, &y, what)?;
+                    k += 1;
+                }
+            }
+            expect_type(node, operands, k, &y, "the output gradient")?;
+            grads(
+                a.input_grad,
+                operands[0].ty,
+                operands[1].ty,
+                a.linear.bias.then_some(a.linear.out_features),
+            )
+        }
+        Op::LrnBackward(a) => {
+            let x = infer(node, &Op::Lrn(a.clone()), &operands[..1])?;
+            expect_type(node, operands, 1, &x[0], "the output gradient")?;
+            vec![operands[0].ty.clone()]
+        }
+        Op::MaxPool2dBackward(a) => {
+            let y = pool2d(node, &operands[..1], a.kernel, a.stride, a.padding)?;
+            expect_type(node, operands, 1, &y, "the output gradient")?;
+            vec![operands[0].ty.clone()]
+        }
+        Op::AvgPool2dBackward(a) => {
+            let y = pool2d(node, &operands[..1], a.kernel, a.stride, a.padding)?;
+            expect_type(node, operands, 1, &y, "the output gradient")?;
+            vec![operands[0].ty.clone()]
+        }
+        Op::LrnMaxPoolBackward(a) => {
+            let y = infer(node, &Op::LrnMaxPool(a.clone()), &operands[..1])?;
+            expect_type(node, operands, 1, &y[0], "the output gradient")?;
+            vec![operands[0].ty.clone()]
+        }
+        Op::SoftmaxBackward(a) => {
+            let y = infer(node, &Op::Softmax(a.clone()), &operands[..1])?;
+            expect_type(node, operands, 1, &y[0], "the output gradient")?;
+            vec![operands[0].ty.clone()]
+        }
+        Op::SoftmaxCrossEntropyBackward => {
+            infer(node, &Op::SoftmaxCrossEntropy, operands)?;
+            vec![operands[0].ty.clone()]
+        }
+        Op::SgdUpdate(a) => {
+            if !(a.momentum.is_finite() && a.weight_decay.is_finite()) {
+                return Err(ShapeError::new(format!(
+                    "{node}: momentum {} and weight decay {} must be finite",
+                    a.momentum, a.weight_decay
+                ))
+                .hint("the paper uses momentum 0.9 and weight decay 5e-4"));
+            }
+            let w = float(node, operands, 0)?;
+            expect_type(node, operands, 1, w, "the momentum buffer")?;
+            expect_type(node, operands, 2, w, "the gradient")?;
+            expect_type(
+                node,
+                operands,
+                3,
+                &TensorType::new(DType::F32, Shape::scalar()),
+                "the learning rate",
+            )?;
+            vec![w.clone(), w.clone()]
+        }
     };
     for ty in &results {
         ty.shape.check().map_err(|why| {
@@ -177,6 +318,58 @@ pub fn infer(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<Vec<Tensor
         })?;
     }
     Ok(results)
+}
+
+/// Two operands of one float type; the result has that type.
+fn same_types(node: &str, op: &Op, operands: &[Operand<'_>]) -> Result<TensorType> {
+    let x = float(node, operands, 0)?;
+    let y = float(node, operands, 1)?;
+    if x != y {
+        return Err(ShapeError::new(format!(
+            "{node}: {} needs operands of one type, but {} is {} and {} is {}",
+            op.name(),
+            operands[0].name,
+            x,
+            operands[1].name,
+            y
+        ))
+        .operand(1)
+        .hint("both operands must have the same shape"));
+    }
+    Ok(x.clone())
+}
+
+/// Operand `i` must have type `want`.
+fn expect_type(
+    node: &str,
+    operands: &[Operand<'_>],
+    i: usize,
+    want: &TensorType,
+    what: &str,
+) -> Result<()> {
+    let o = operands[i];
+    if o.ty != want {
+        return Err(ShapeError::new(format!(
+            "{node}: {what} must be {want}, but {} is {}",
+            o.name, o.ty
+        ))
+        .operand(i)
+        .hint("operand types of backward and fused ops follow the forward op's types"));
+    }
+    Ok(())
+}
+
+/// The results of a conv or linear backward: `[dx?, dw, db?]`.
+fn grads(input_grad: bool, x: &TensorType, w: &TensorType, bias: Option<usize>) -> Vec<TensorType> {
+    let mut out = Vec::with_capacity(3);
+    if input_grad {
+        out.push(x.clone());
+    }
+    out.push(w.clone());
+    if let Some(n) = bias {
+        out.push(TensorType::new(w.dtype, vec![n]));
+    }
+    out
 }
 
 fn check_arity(node: &str, op: &Op, n: usize) -> Result<()> {

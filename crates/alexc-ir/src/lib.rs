@@ -32,8 +32,10 @@ pub use graph::{Edge, Graph, GraphError, Node};
 pub use ids::{NodeId, ValueId};
 pub use infer::{infer, Operand, ShapeError};
 pub use op::{
-    AlphaConvention, AvgPool2dAttrs, ConcatAttrs, Conv2dAttrs, DropoutAttrs, Init, InputAttrs,
-    LinearAttrs, LrnAttrs, Op, OpPattern, ParameterAttrs, Pool2dAttrs, SoftmaxAttrs, SplitAttrs,
+    AlphaConvention, AvgPool2dAttrs, ConcatAttrs, Conv2dAttrs, Conv2dBackwardAttrs, DropoutAttrs,
+    DropoutMaskAttrs, Init, InputAttrs, LinearAttrs, LinearBackwardAttrs, LinearReluAttrs,
+    LrnAttrs, LrnMaxPoolAttrs, MomentumAttrs, Op, OpPattern, ParameterAttrs, Pool2dAttrs,
+    ReshapeAttrs, SgdAttrs, SgdConvention, SoftmaxAttrs, SplitAttrs,
 };
 pub use stats::{node_stats, NodeStats};
 pub use types::{DType, Shape, TensorType, MAX_ELEMENTS, MAX_RANK};

@@ -224,6 +224,104 @@ pub struct SplitAttrs {
     pub sizes: Vec<usize>,
 }
 
+/// A reshape to `shape` (same element count); the gradient of flatten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshapeAttrs {
+    pub shape: Shape,
+}
+
+/// A dropout mask, supplied by the runtime on every training step: each
+/// element is 0 with probability `p`, else `1 / (1 - p)`. Masks are inputs
+/// rather than generated in kernels so that every backend and the reference
+/// interpreter use bit-identical masks: the runtime draws the mask of
+/// dropout layer `key` from `alexc_tensor::rng::named_rng(step seed, key)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DropoutMaskAttrs {
+    pub p: f64,
+    pub shape: Shape,
+    /// The dropout layer the mask belongs to (its RNG stream).
+    pub key: String,
+}
+
+/// A momentum buffer of the optimizer: state that persists across steps,
+/// zero at the start of training, saved in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MomentumAttrs {
+    pub dtype: DType,
+    pub shape: Shape,
+    /// The parameter whose momentum this is (`conv1.weight`).
+    pub of: String,
+}
+
+/// LRN followed by max-pooling, fused: the pool's windows read LRN values
+/// computed on the fly, never stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrnMaxPoolAttrs {
+    pub lrn: LrnAttrs,
+    pub pool: Pool2dAttrs,
+}
+
+/// Linear + bias + ReLU, fused; with `dropout` the result is also
+/// multiplied by a dropout mask (an extra last operand, `[N, out]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinearReluAttrs {
+    pub linear: LinearAttrs,
+    pub dropout: bool,
+}
+
+/// Gradients of a convolution. Operands: the forward input `x`, the weight
+/// `w` (for the ReLU-fused twin, also the fused output `y`) and the gradient
+/// `dy` of the output; results, in order: `dx` (only if `input_grad`),
+/// `dw`, and `db` (only if the convolution has a bias).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2dBackwardAttrs {
+    pub conv: Conv2dAttrs,
+    /// Whether `dx` is computed (not for a layer reading the graph input).
+    pub input_grad: bool,
+}
+
+/// Gradients of a linear layer; operands and results as for
+/// [`Conv2dBackwardAttrs`]. With `relu`, the operands are `x, w, y, dy`
+/// where `y` is the fused forward output (the ReLU-backward is folded in);
+/// with `dropout` (only with `relu`) also the mask: `x, w, y, mask, dy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinearBackwardAttrs {
+    pub linear: LinearAttrs,
+    pub input_grad: bool,
+    pub relu: bool,
+    pub dropout: bool,
+}
+
+/// Which SGD formula the optimizer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SgdConvention {
+    /// The paper: `v ← μv − λεw − ε∇`, `w ← w + v`.
+    Paper,
+    /// PyTorch: `v ← μv + ∇ + λw`, `w ← w − εv`.
+    Pytorch,
+}
+
+impl fmt::Display for SgdConvention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SgdConvention::Paper => "paper",
+            SgdConvention::Pytorch => "pytorch",
+        })
+    }
+}
+
+/// One SGD-with-momentum step for one parameter. Operands: the parameter
+/// `w`, its momentum `v`, the gradient `g`, the learning rate `lr` (a scalar
+/// graph input, so schedules need no recompilation). Results: the new `w`
+/// and `v`, written in place over the operands' buffers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SgdAttrs {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub convention: SgdConvention,
+}
+
 /// An operation of the graph IR.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -249,6 +347,47 @@ pub enum Op {
     /// Mean over the batch of `-log softmax(logits)[label]`. Operands: logits
     /// `[N, C]` (f32) and labels `[N]` (i64, each in `0..C`); result: a scalar.
     SoftmaxCrossEntropy,
+
+    // Training graphs: sources supplied by the runtime, and elementwise helpers.
+    /// A dropout mask input (training graphs).
+    DropoutMask(DropoutMaskAttrs),
+    /// An optimizer momentum buffer (training graphs).
+    Momentum(MomentumAttrs),
+    /// Elementwise product of two operands of the same type.
+    Mul,
+    Reshape(ReshapeAttrs),
+
+    // Fused forward ops (created by the fusion passes).
+    /// conv2d + bias + ReLU in one node; operands as conv2d.
+    ConvRelu(Conv2dAttrs),
+    /// LRN + max-pool in one node; operand: the LRN input.
+    LrnMaxPool(LrnMaxPoolAttrs),
+    /// linear + bias + ReLU (+ dropout mask) in one node.
+    LinearRelu(LinearReluAttrs),
+
+    // Backward ops (created by autodiff; the *Relu* ones by fusion).
+    /// `dx = dy · [y > 0]`; operands `y` (the ReLU output), `dy`.
+    ReluBackward,
+    Conv2dBackward(Conv2dBackwardAttrs),
+    /// Conv backward with the ReLU-backward folded in; operands `x, w, y, dy`.
+    ConvReluBackward(Conv2dBackwardAttrs),
+    LinearBackward(LinearBackwardAttrs),
+    /// Gradient of LRN; operands: the LRN input `x`, `dy`.
+    LrnBackward(LrnAttrs),
+    /// Gradient of max-pool (ties go to the first maximum in row-major window
+    /// order, as PyTorch); operands: the pool input `x`, `dy`.
+    MaxPool2dBackward(Pool2dAttrs),
+    /// Gradient of avg-pool; operands: the pool input `x` (for its shape), `dy`.
+    AvgPool2dBackward(AvgPool2dAttrs),
+    /// Gradient of the fused LRN + max-pool; operands: the LRN input `x`, `dy`.
+    LrnMaxPoolBackward(LrnMaxPoolAttrs),
+    /// Gradient of softmax; operands: the softmax output `y`, `dy`.
+    SoftmaxBackward(SoftmaxAttrs),
+    /// Gradient of the mean cross-entropy with respect to the logits,
+    /// `(softmax(logits) - onehot(labels)) / N`; operands: logits, labels.
+    SoftmaxCrossEntropyBackward,
+    /// One optimizer step for one parameter, in place.
+    SgdUpdate(SgdAttrs),
 }
 
 impl Op {
@@ -270,28 +409,102 @@ impl Op {
             Op::Split(_) => "split",
             Op::Add => "add",
             Op::SoftmaxCrossEntropy => "softmax-cross-entropy",
+            Op::DropoutMask(_) => "dropout-mask",
+            Op::Momentum(_) => "momentum",
+            Op::Mul => "mul",
+            Op::Reshape(_) => "reshape",
+            Op::ConvRelu(_) => "conv2d+relu",
+            Op::LrnMaxPool(_) => "lrn+max-pool2d",
+            Op::LinearRelu(a) if a.dropout => "linear+relu+dropout",
+            Op::LinearRelu(_) => "linear+relu",
+            Op::ReluBackward => "relu-backward",
+            Op::Conv2dBackward(_) => "conv2d-backward",
+            Op::ConvReluBackward(_) => "conv2d+relu-backward",
+            Op::LinearBackward(a) => match (a.relu, a.dropout) {
+                (false, _) => "linear-backward",
+                (true, false) => "linear+relu-backward",
+                (true, true) => "linear+relu+dropout-backward",
+            },
+            Op::LrnBackward(_) => "lrn-backward",
+            Op::MaxPool2dBackward(_) => "max-pool2d-backward",
+            Op::AvgPool2dBackward(_) => "avg-pool2d-backward",
+            Op::LrnMaxPoolBackward(_) => "lrn+max-pool2d-backward",
+            Op::SoftmaxBackward(_) => "softmax-backward",
+            Op::SoftmaxCrossEntropyBackward => "softmax-cross-entropy-backward",
+            Op::SgdUpdate(_) => "sgd-update",
         }
     }
 
     /// The op's fusion pattern class.
     pub fn pattern(&self) -> OpPattern {
         match self {
-            Op::Input(_) | Op::Parameter(_) => OpPattern::Opaque,
-            Op::Relu | Op::Dropout(_) | Op::Add => OpPattern::ElemWise,
-            Op::Flatten | Op::Concat(_) | Op::Split(_) => OpPattern::Injective,
-            Op::Lrn(_) | Op::Softmax(_) | Op::SoftmaxCrossEntropy => OpPattern::Reduction,
-            Op::Conv2d(_) | Op::Linear(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) => {
-                OpPattern::OutEWiseFusable
+            Op::Input(_) | Op::Parameter(_) | Op::DropoutMask(_) | Op::Momentum(_) => {
+                OpPattern::Opaque
             }
+            Op::Relu | Op::Dropout(_) | Op::Add | Op::Mul | Op::ReluBackward => OpPattern::ElemWise,
+            Op::Flatten | Op::Concat(_) | Op::Split(_) | Op::Reshape(_) => OpPattern::Injective,
+            Op::Lrn(_)
+            | Op::Softmax(_)
+            | Op::SoftmaxCrossEntropy
+            | Op::LrnBackward(_)
+            | Op::SoftmaxBackward(_)
+            | Op::SoftmaxCrossEntropyBackward => OpPattern::Reduction,
+            Op::Conv2d(_)
+            | Op::Linear(_)
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::ConvRelu(_)
+            | Op::LrnMaxPool(_)
+            | Op::LinearRelu(_)
+            | Op::Conv2dBackward(_)
+            | Op::ConvReluBackward(_)
+            | Op::LinearBackward(_) => OpPattern::OutEWiseFusable,
+            // Scatters: each input gradient element sums over the windows
+            // that contain it.
+            Op::MaxPool2dBackward(_) | Op::AvgPool2dBackward(_) | Op::LrnMaxPoolBackward(_) => {
+                OpPattern::Opaque
+            }
+            // Elementwise in arithmetic, but it writes persistent state in
+            // place: never fused into another op's epilogue.
+            Op::SgdUpdate(_) => OpPattern::Opaque,
         }
+    }
+
+    /// `(result, operand)` pairs where the result must be written over the
+    /// operand's buffer (the optimizer's in-place updates).
+    pub fn in_place(&self) -> &'static [(usize, usize)] {
+        match self {
+            Op::SgdUpdate(_) => &[(0, 0), (1, 1)],
+            _ => &[],
+        }
+    }
+
+    /// Whether the node must run even when nothing reads its results
+    /// (in-place state updates).
+    pub fn has_side_effects(&self) -> bool {
+        matches!(self, Op::SgdUpdate(_))
     }
 
     /// Number of operands the op takes, or `None` if variadic (concat: ≥ 1).
     pub fn arity(&self) -> Option<usize> {
         match self {
-            Op::Input(_) | Op::Parameter(_) => Some(0),
-            Op::Conv2d(a) => Some(if a.bias { 3 } else { 2 }),
+            Op::Input(_) | Op::Parameter(_) | Op::DropoutMask(_) | Op::Momentum(_) => Some(0),
+            Op::Conv2d(a) | Op::ConvRelu(a) => Some(if a.bias { 3 } else { 2 }),
             Op::Linear(a) => Some(if a.bias { 3 } else { 2 }),
+            Op::LinearRelu(a) => Some(2 + a.linear.bias as usize + a.dropout as usize),
+            Op::Conv2dBackward(_) => Some(3),
+            Op::ConvReluBackward(_) => Some(4),
+            Op::LinearBackward(a) => Some(3 + a.relu as usize + a.dropout as usize),
+            Op::Reshape(_) | Op::LrnMaxPool(_) => Some(1),
+            Op::Mul
+            | Op::ReluBackward
+            | Op::LrnBackward(_)
+            | Op::MaxPool2dBackward(_)
+            | Op::AvgPool2dBackward(_)
+            | Op::LrnMaxPoolBackward(_)
+            | Op::SoftmaxBackward(_)
+            | Op::SoftmaxCrossEntropyBackward => Some(2),
+            Op::SgdUpdate(_) => Some(4),
             Op::Relu
             | Op::Lrn(_)
             | Op::MaxPool2d(_)
@@ -309,13 +522,22 @@ impl Op {
     pub fn num_results(&self) -> usize {
         match self {
             Op::Split(a) => a.sizes.len(),
+            Op::Conv2dBackward(a) | Op::ConvReluBackward(a) => {
+                1 + a.input_grad as usize + a.conv.bias as usize
+            }
+            Op::LinearBackward(a) => 1 + a.input_grad as usize + a.linear.bias as usize,
+            Op::SgdUpdate(_) => 2,
             _ => 1,
         }
     }
 
-    /// Whether the op is a graph source (input or parameter).
+    /// Whether the op is a graph source (no operands: inputs, parameters,
+    /// dropout masks, momentum buffers).
     pub fn is_source(&self) -> bool {
-        matches!(self, Op::Input(_) | Op::Parameter(_))
+        matches!(
+            self,
+            Op::Input(_) | Op::Parameter(_) | Op::DropoutMask(_) | Op::Momentum(_)
+        )
     }
 
     /// Attributes in text-IR form: `kernel=11x11, stride=4x4, …`. Empty for
@@ -325,9 +547,43 @@ impl Op {
             format!("{}x{}", v[0], v[1])
         }
         match self {
-            Op::Input(_) | Op::Relu | Op::Flatten | Op::Add | Op::SoftmaxCrossEntropy => {
-                String::new()
-            }
+            Op::Input(_)
+            | Op::Relu
+            | Op::Flatten
+            | Op::Add
+            | Op::SoftmaxCrossEntropy
+            | Op::Mul
+            | Op::ReluBackward
+            | Op::SoftmaxCrossEntropyBackward => String::new(),
+            Op::DropoutMask(a) => format!("p={}, key={:?}", a.p, a.key),
+            Op::Momentum(a) => format!("of={:?}", a.of),
+            Op::Reshape(a) => format!("shape={}", a.shape),
+            Op::ConvRelu(a) => Op::Conv2d(a.clone()).attr_string(),
+            Op::LrnMaxPool(a) => format!(
+                "{}; {}",
+                Op::Lrn(a.lrn.clone()).attr_string(),
+                Op::MaxPool2d(a.pool.clone()).attr_string()
+            ),
+            Op::LinearRelu(a) => Op::Linear(a.linear.clone()).attr_string(),
+            Op::Conv2dBackward(a) | Op::ConvReluBackward(a) => format!(
+                "{}, input-grad={}",
+                Op::Conv2d(a.conv.clone()).attr_string(),
+                a.input_grad
+            ),
+            Op::LinearBackward(a) => format!(
+                "{}, input-grad={}",
+                Op::Linear(a.linear.clone()).attr_string(),
+                a.input_grad
+            ),
+            Op::LrnBackward(a) => Op::Lrn(a.clone()).attr_string(),
+            Op::MaxPool2dBackward(a) => Op::MaxPool2d(a.clone()).attr_string(),
+            Op::AvgPool2dBackward(a) => Op::AvgPool2d(a.clone()).attr_string(),
+            Op::LrnMaxPoolBackward(a) => Op::LrnMaxPool(a.clone()).attr_string(),
+            Op::SoftmaxBackward(a) => Op::Softmax(a.clone()).attr_string(),
+            Op::SgdUpdate(a) => format!(
+                "momentum={}, weight-decay={}, convention={}",
+                a.momentum, a.weight_decay, a.convention
+            ),
             Op::Parameter(a) => format!("init={}", a.init),
             Op::Conv2d(a) => format!(
                 "out={}, kernel={}, stride={}, padding={}, dilation={}, groups={}, bias={}",

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use crate::graph::Graph;
 use crate::ids::NodeId;
 use crate::infer::{infer, Operand};
+use crate::op::Op;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +52,12 @@ pub enum VerifyError {
     Cycle(Vec<NodeId>),
     #[error("graph output {0} does not exist")]
     MissingOutput(String),
+    #[error("{node} ({name}): {message}")]
+    InPlace {
+        node: NodeId,
+        name: String,
+        message: String,
+    },
 }
 
 /// Checks every invariant; returns all violations found (empty = valid).
@@ -119,6 +126,7 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<VerifyError>> {
             }),
         }
     }
+    check_in_place(graph, &mut errors);
     if let Err(cycle) = graph.topo_order() {
         errors.push(VerifyError::Cycle(cycle));
     }
@@ -131,6 +139,37 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<VerifyError>> {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// In-place updates write persistent state: an SGD update must read a
+/// parameter and that parameter's momentum buffer directly.
+fn check_in_place(graph: &Graph, errors: &mut Vec<VerifyError>) {
+    for id in graph.nodes_where(|op| matches!(op, Op::SgdUpdate(_))) {
+        let operands = graph.operands(id);
+        let (Some(w), Some(v)) = (operands.first(), operands.get(1)) else {
+            continue; // arity errors are reported above
+        };
+        let (param, momentum) = (&graph[w.node], &graph[v.node]);
+        let message = match (&param.op, &momentum.op) {
+            (Op::Parameter(_), Op::Momentum(m)) if m.of == param.name => continue,
+            (Op::Parameter(_), Op::Momentum(m)) => format!(
+                "updates parameter `{}` with `{}`, the momentum of `{}`",
+                param.name, momentum.name, m.of
+            ),
+            _ => format!(
+                "operands 0 and 1 must be a parameter and its momentum buffer, not `{}` ({}) and `{}` ({})",
+                param.name,
+                param.op.name(),
+                momentum.name,
+                momentum.op.name()
+            ),
+        };
+        errors.push(VerifyError::InPlace {
+            node: id,
+            name: graph[id].name.clone(),
+            message,
+        });
     }
 }
 

@@ -2,7 +2,11 @@
 //!
 //! Every `Op::Parameter` node declares how it starts: `Normal { mean, std }`,
 //! `Constant { value }` or `File { path, tensor }`. [`init_parameters`] turns
-//! those declarations into a [`Weights`] map.
+//! those declarations into a [`Weights`] map. A training graph's optimizer
+//! state — its `Op::Momentum` buffers — starts at zero and is part of the
+//! same map, so one call initializes the whole state of a training graph,
+//! and [`expected_parameters`] lists the buffers too (they are saved and
+//! loaded with the weights, as checkpoints need).
 //!
 //! Normal samples come from a per-parameter ChaCha8 stream
 //! ([`crate::rng::named_rng`]) keyed by the seed and the parameter's name, so
@@ -29,7 +33,7 @@ use crate::weights::{SafetensorsFile, Weights, WeightsError};
 /// Why a parameter could not be initialized.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("parameter `{name}` has dtype {dtype}; only f32 parameters can be initialized")]
+    #[error("parameter `{name}` has dtype {dtype}; only f32 parameters and momentum buffers can be initialized")]
     DType { name: String, dtype: DType },
     #[error("parameter `{name}`: normal({mean}, {std}) is not a valid distribution: the mean must be finite and the standard deviation finite and non-negative")]
     BadNormal { name: String, mean: f64, std: f64 },
@@ -52,26 +56,47 @@ pub enum InitError {
     },
 }
 
-/// The name and shape of every parameter of `graph`, in node order.
+/// The name and shape of every parameter and momentum buffer of `graph`
+/// (the tensors bound with the weights), in node order.
 pub fn expected_parameters(graph: &Graph) -> Vec<(String, Shape)> {
     graph
         .node_ids()
         .filter_map(|id| match &graph[id].op {
             Op::Parameter(p) => Some((graph[id].name.clone(), p.shape.clone())),
+            Op::Momentum(m) => Some((graph[id].name.clone(), m.shape.clone())),
             _ => None,
         })
         .collect()
 }
 
-/// Creates the initial value of every parameter of `graph`. `File` paths are
-/// resolved against `base_dir` unless absolute.
+/// Creates the initial value of every parameter of `graph` from its `Init`,
+/// and a zero tensor for every momentum buffer. `File` paths are resolved
+/// against `base_dir` unless absolute.
 pub fn init_parameters(graph: &Graph, seed: u64, base_dir: &Path) -> Result<Weights, InitError> {
     let mut files: HashMap<PathBuf, SafetensorsFile> = HashMap::new();
     let mut weights = Weights::new();
     for id in graph.node_ids() {
         let node = &graph[id];
-        let Op::Parameter(p) = &node.op else { continue };
         let name = node.name.as_str();
+        let p = match &node.op {
+            Op::Parameter(p) => p,
+            Op::Momentum(m) => {
+                if m.dtype != DType::F32 {
+                    return Err(InitError::DType {
+                        name: name.to_string(),
+                        dtype: m.dtype,
+                    });
+                }
+                let zeros =
+                    Tensor::zeros(m.shape.dims().to_vec()).map_err(|source| InitError::Shape {
+                        name: name.to_string(),
+                        source,
+                    })?;
+                weights.insert(name.to_string(), zeros);
+                continue;
+            }
+            _ => continue,
+        };
         if p.dtype != DType::F32 {
             return Err(InitError::DType {
                 name: name.to_string(),

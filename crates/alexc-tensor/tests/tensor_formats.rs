@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use alexc_ir::{DType, Graph, Init, Op, ParameterAttrs, Shape};
+use alexc_ir::{DType, Graph, Init, MomentumAttrs, Op, ParameterAttrs, Shape};
 use alexc_tensor::{
     check_weights, expected_parameters, init_parameters, load_weights, read_npy, save_weights,
     write_npy, InitError, NpyError, NpyTensor, Tensor, TensorError, Weights, WeightsError,
@@ -500,6 +500,92 @@ fn normal_init_has_the_requested_moments() {
     assert!((mean - 0.5).abs() < 0.06, "mean {mean}");
     assert!((std - 2.0).abs() < 0.05, "std {std}");
     assert_eq!(w["b"].data(), &[0.25, 0.25, 0.25]);
+}
+
+fn momentum(of: &str, dtype: DType, shape: Vec<usize>) -> Op {
+    Op::Momentum(MomentumAttrs {
+        dtype,
+        shape: Shape::new(shape),
+        of: of.into(),
+    })
+}
+
+#[test]
+fn momentum_buffers_start_at_zero_and_are_expected_with_the_weights() {
+    let mut g = Graph::new("train", 1);
+    let normal = Init::Normal {
+        mean: 0.0,
+        std: 1.0,
+    };
+    g.add("fc.weight", param(vec![3, 2], normal), &[]).unwrap();
+    g.add(
+        "fc.weight.momentum",
+        momentum("fc.weight", DType::F32, vec![3, 2]),
+        &[],
+    )
+    .unwrap();
+    g.add(
+        "fc.bias",
+        param(vec![3], Init::Constant { value: 1.0 }),
+        &[],
+    )
+    .unwrap();
+    g.add(
+        "fc.bias.momentum",
+        momentum("fc.bias", DType::F32, vec![3]),
+        &[],
+    )
+    .unwrap();
+    let w = init_parameters(&g, 5, Path::new(".")).unwrap();
+    assert_eq!(w.len(), 4);
+    assert_eq!(w["fc.weight.momentum"], Tensor::zeros(vec![3, 2]).unwrap());
+    assert_eq!(w["fc.bias.momentum"].data(), &[0.0; 3]);
+    assert!(w["fc.weight"].data().iter().any(|&v| v != 0.0));
+    // Adding momentum buffers does not change the parameters' values.
+    let mut plain = Graph::new("infer", 1);
+    plain
+        .add(
+            "fc.weight",
+            param(
+                vec![3, 2],
+                Init::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        init_parameters(&plain, 5, Path::new(".")).unwrap()["fc.weight"],
+        w["fc.weight"]
+    );
+    // Listed in node order, with the parameters; so the whole state
+    // initialized in one call checks, saves and loads as one state dict.
+    let expected = expected_parameters(&g);
+    assert_eq!(
+        expected,
+        vec![
+            ("fc.weight".to_string(), Shape::new(vec![3, 2])),
+            ("fc.weight.momentum".to_string(), Shape::new(vec![3, 2])),
+            ("fc.bias".to_string(), Shape::new(vec![3])),
+            ("fc.bias.momentum".to_string(), Shape::new(vec![3])),
+        ]
+    );
+    assert_eq!(check_weights(&expected, &w), Ok(()));
+    let dir = scratch("momentum_state");
+    save_weights(dir.join("state.safetensors"), &w).unwrap();
+    assert_eq!(load_weights(dir.join("state.safetensors")).unwrap(), w);
+
+    let mut g = Graph::new("bad", 1);
+    g.add(
+        "steps.momentum",
+        momentum("steps", DType::I64, vec![2]),
+        &[],
+    )
+    .unwrap();
+    let err = init_parameters(&g, 0, Path::new(".")).unwrap_err();
+    assert!(matches!(err, InitError::DType { .. }), "{err}");
 }
 
 #[test]
