@@ -359,3 +359,123 @@ fn missing_input_is_an_error_not_a_panic() {
     assert!(err.contains("no/such/file.png"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn explain_fusion_names_every_group_and_no_fuse_fuses_none() {
+    let out = alexc(&["compile", "models/alexnet.ron", "--explain-fusion"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let count = |pass: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("fused") && l.contains(pass))
+            .count()
+    };
+    assert_eq!(
+        (
+            count("fuse-conv-relu"),
+            count("fuse-lrn-pool"),
+            count("fuse-linear-relu")
+        ),
+        (5, 2, 2),
+        "{text}"
+    );
+    assert!(text.contains("conv1 + relu1 → conv1+relu1"), "{text}");
+    let out = alexc(&[
+        "compile",
+        "models/alexnet.ron",
+        "--no-fuse",
+        "--explain-fusion",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("0 fused group(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn summary_json_reports_fusions_and_memory() {
+    let out = alexc(&[
+        "compile",
+        "models/alexnet.ron",
+        "--train",
+        "--batch",
+        "32",
+        "--emit",
+        "summary-json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(json["train"], true);
+    let fusions = json["fusions"].as_array().expect("fusions");
+    assert_eq!(fusions.len(), 18);
+    assert_eq!(fusions[0]["pass"], "fuse-conv-relu");
+    assert_eq!(fusions[0]["nodes"], serde_json::json!(["conv1", "relu1"]));
+    let arena = json["arena_bytes"].as_u64().expect("arena");
+    let peak = json["peak_bytes"].as_u64().expect("peak");
+    let unfused = json["unfused"]["arena_bytes"]
+        .as_u64()
+        .expect("unfused arena");
+    assert!(
+        peak <= arena && arena < unfused,
+        "fused {arena} (peak {peak}) vs unfused {unfused}"
+    );
+}
+
+#[test]
+fn pass_flags_disable_print_and_time() {
+    let out = alexc(&[
+        "compile",
+        "models/alexnet-small.ron",
+        "--disable-pass",
+        "fuse-lrn-pool",
+        "--print-after",
+        "fuse-conv-relu",
+        "--timings",
+        "--explain-fusion",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(!text.contains("fuse-lrn-pool      norm1"), "{text}");
+    assert!(
+        err.contains("// ----- IR after fuse-conv-relu -----"),
+        "{err}"
+    );
+    assert!(err.contains("conv2d+relu"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("fuse-lrn-pool") && l.ends_with("disabled")),
+        "{err}"
+    );
+    let out = alexc(&[
+        "compile",
+        "models/alexnet-small.ron",
+        "--disable-pass",
+        "no-such-pass",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown pass `no-such-pass`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn emit_plan_writes_the_memory_plan() {
+    let out = alexc(&[
+        "compile",
+        "models/alexnet-small.ron",
+        "--train",
+        "--emit",
+        "plan",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert!(plan["arena_bytes"].as_u64().expect("arena") > 0);
+    let buffers = plan["buffers"].as_array().expect("buffers");
+    assert!(buffers
+        .iter()
+        .all(|b| b["offset"].as_u64().is_none_or(|o| o % 64 == 0)));
+}
