@@ -1,6 +1,8 @@
 //! Graphs shared by the pass tests.
 #![allow(dead_code)]
 
+pub mod fusion;
+
 use std::path::Path;
 
 use alexc_ir::{
