@@ -1,0 +1,51 @@
+//! The backend's error type: malformed kernels, LLVM failures and bad calls
+//! all end here, never in a panic.
+
+use alexc_kernel::{BufId, DType, VarId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlvmError {
+    #[error("kernel `{kernel}`: {message}")]
+    Malformed { kernel: String, message: String },
+    #[error("kernel `{kernel}`: unknown buffer {buf}")]
+    UnknownBuffer { kernel: String, buf: BufId },
+    #[error("kernel `{kernel}`: variable {var} is not declared or not in scope")]
+    UnknownVar { kernel: String, var: VarId },
+    #[error("kernel `{kernel}`: type mismatch: expected {expected}, found {found} ({context})")]
+    TypeMismatch {
+        kernel: String,
+        expected: DType,
+        found: DType,
+        context: String,
+    },
+    #[error("two kernels are named `{0}`")]
+    DuplicateKernel(String),
+    #[error("LLVM builder error: {0}")]
+    Builder(#[from] inkwell::builder::BuilderError),
+    #[error("LLVM: {0}")]
+    Llvm(String),
+    #[error("no kernel named `{0}` in this module")]
+    UnknownKernel(String),
+    #[error("kernel `{kernel}` takes {expected} buffers, got {got}")]
+    ArgCount {
+        kernel: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("kernel `{kernel}`, parameter {index} (`{name}`): expected {expected_dtype}[{expected_len}], got {got_dtype}[{got_len}]")]
+    BadArgument {
+        kernel: String,
+        index: usize,
+        name: String,
+        expected_dtype: DType,
+        expected_len: usize,
+        got_dtype: DType,
+        got_len: usize,
+    },
+}
+
+impl LlvmError {
+    pub(crate) fn llvm(message: impl ToString) -> LlvmError {
+        LlvmError::Llvm(message.to_string())
+    }
+}

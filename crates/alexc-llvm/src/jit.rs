@@ -1,0 +1,310 @@
+//! Loading: emit → `default<O3>` → MCJIT, and calling the kernels.
+//!
+//! A [`JitModule`] owns its LLVM context and execution engine. inkwell ties
+//! the engine's lifetime to a borrowed `Context`; we keep the context boxed
+//! (stable address) in the same struct and declare the engine field first,
+//! so the engine is always dropped before the context it borrows.
+//!
+//! External symbols are resolved explicitly with global mappings, never by
+//! searching the process: `alexc_parallel_for` and the libm functions that
+//! LLVM lowers math intrinsics to (`expf`, `powf`, …, also after
+//! scalarizing vector intrinsics) map to Rust functions.
+//!
+//! Safety: generated code does no bounds checks (DESIGN.md), so
+//! [`JitModule::call`] checks each buffer's dtype and length against the
+//! kernel's declaration first; the `&mut` borrows guarantee the `noalias`
+//! promise made by the emitted parameters.
+
+// Calling JIT-compiled code and the context/engine lifetime extension are
+// `unsafe`; each use states its invariant.
+#![allow(unsafe_code)]
+
+use std::fmt;
+
+use alexc_kernel::{DType, Kernel};
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::module::Module;
+use inkwell::OptimizationLevel;
+
+use crate::emit::{emit_module, optimize, PARALLEL_FOR};
+use crate::{parallel, LlvmError, Target};
+
+/// A kernel's compiled entry point: `args[i]` is parameter buffer `i`.
+type KernelFn = unsafe extern "C" fn(args: *const *mut u8);
+
+/// One argument buffer of a kernel call.
+#[derive(Debug)]
+pub enum BufferArg<'a> {
+    F32(&'a mut [f32]),
+    I64(&'a mut [i64]),
+}
+
+impl BufferArg<'_> {
+    fn dtype(&self) -> DType {
+        match self {
+            BufferArg::F32(_) => DType::F32,
+            BufferArg::I64(_) => DType::I64,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            BufferArg::F32(b) => b.len(),
+            BufferArg::I64(b) => b.len(),
+        }
+    }
+    fn as_ptr(&mut self) -> *mut u8 {
+        match self {
+            BufferArg::F32(b) => b.as_mut_ptr().cast(),
+            BufferArg::I64(b) => b.as_mut_ptr().cast(),
+        }
+    }
+}
+
+struct ParamSig {
+    name: String,
+    dtype: DType,
+    len: usize,
+}
+
+struct JitKernel {
+    name: String,
+    params: Vec<ParamSig>,
+    entry: KernelFn,
+}
+
+/// Kernels compiled to native code in this process.
+pub struct JitModule {
+    kernels: Vec<JitKernel>,
+    // Field order matters: `_engine` borrows `_context` and must drop first.
+    _engine: ExecutionEngine<'static>,
+    _context: Box<Context>,
+}
+
+impl fmt::Debug for JitModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JitModule")
+            .field(
+                "kernels",
+                &self
+                    .kernels
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl JitModule {
+    /// Emits, optimizes and JIT-compiles `kernels` for `target` (which must
+    /// be this machine, e.g. [`Target::host`]).
+    pub fn new(kernels: &[Kernel], target: &Target) -> Result<JitModule, LlvmError> {
+        let context = Box::new(Context::create());
+        // SAFETY: the context is boxed (its address never changes) and is
+        // dropped after `engine` (field order), the only holder of `'static`
+        // borrows of it; the module is consumed by the engine below.
+        let cx: &'static Context = unsafe { &*(context.as_ref() as *const Context) };
+        let module = emit_module(cx, kernels, target)?;
+        optimize(&module, target)?;
+        let externs = declare_externs(cx, &module);
+        let engine = module
+            .create_jit_execution_engine(OptimizationLevel::Aggressive)
+            .map_err(LlvmError::llvm)?;
+        for (func, addr) in externs {
+            engine.add_global_mapping(&func, addr);
+        }
+
+        let mut compiled = Vec::with_capacity(kernels.len());
+        for kernel in kernels {
+            let addr = engine
+                .get_function_address(&kernel.name)
+                .map_err(LlvmError::llvm)?;
+            if addr == 0 {
+                return Err(LlvmError::Llvm(format!(
+                    "no code for kernel `{}`",
+                    kernel.name
+                )));
+            }
+            // SAFETY: `addr` is the entry of `void k(ptr args)` (crate docs).
+            let entry: KernelFn = unsafe { std::mem::transmute::<usize, KernelFn>(addr) };
+            compiled.push(JitKernel {
+                name: kernel.name.clone(),
+                params: kernel
+                    .params()
+                    .map(|(_, d)| ParamSig {
+                        name: d.name.clone(),
+                        dtype: d.dtype,
+                        len: d.elements(),
+                    })
+                    .collect(),
+                entry,
+            });
+        }
+        Ok(JitModule {
+            kernels: compiled,
+            _engine: engine,
+            _context: context,
+        })
+    }
+
+    /// The kernels' names, in the order given to [`JitModule::new`].
+    pub fn kernel_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.kernels.iter().map(|k| k.name.as_str())
+    }
+
+    fn kernel(&self, name: &str) -> Result<&JitKernel, LlvmError> {
+        self.kernels
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| LlvmError::UnknownKernel(name.to_string()))
+    }
+
+    /// Runs kernel `name` on `args` (one per parameter, in order) after
+    /// checking every dtype and length against its declaration.
+    pub fn call(&self, name: &str, args: &mut [BufferArg<'_>]) -> Result<(), LlvmError> {
+        let kernel = self.kernel(name)?;
+        if args.len() != kernel.params.len() {
+            return Err(LlvmError::ArgCount {
+                kernel: name.to_string(),
+                expected: kernel.params.len(),
+                got: args.len(),
+            });
+        }
+        for (index, (arg, sig)) in args.iter().zip(&kernel.params).enumerate() {
+            if arg.dtype() != sig.dtype || arg.len() != sig.len {
+                return Err(LlvmError::BadArgument {
+                    kernel: name.to_string(),
+                    index,
+                    name: sig.name.clone(),
+                    expected_dtype: sig.dtype,
+                    expected_len: sig.len,
+                    got_dtype: arg.dtype(),
+                    got_len: arg.len(),
+                });
+            }
+        }
+        let pointers: Vec<*mut u8> = args.iter_mut().map(BufferArg::as_ptr).collect();
+        // SAFETY: every buffer has the declared dtype and length, the `&mut`
+        // slices are disjoint (noalias), and `pointers` outlives the call.
+        unsafe { (kernel.entry)(pointers.as_ptr()) };
+        Ok(())
+    }
+
+    /// Runs kernel `name` on raw buffer pointers (for the runtime's arena).
+    ///
+    /// # Safety
+    ///
+    /// `pointers[i]` must point to a live, suitably aligned allocation of at
+    /// least the declared length of parameter `i`, and no two buffers that
+    /// the kernel writes may overlap any other buffer.
+    pub unsafe fn call_raw(&self, name: &str, pointers: &[*mut u8]) -> Result<(), LlvmError> {
+        let kernel = self.kernel(name)?;
+        if pointers.len() != kernel.params.len() {
+            return Err(LlvmError::ArgCount {
+                kernel: name.to_string(),
+                expected: kernel.params.len(),
+                got: pointers.len(),
+            });
+        }
+        // SAFETY: the caller's contract.
+        unsafe { (kernel.entry)(pointers.as_ptr()) };
+        Ok(())
+    }
+}
+
+/// Declares (if needed) every external symbol generated code may reference
+/// and returns the address each maps to.
+fn declare_externs<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+) -> Vec<(inkwell::values::FunctionValue<'ctx>, usize)> {
+    let f32t = cx.f32_type();
+    let ptr = cx.ptr_type(inkwell::AddressSpace::default());
+    let unary = f32t.fn_type(&[f32t.into()], false);
+    let binary = f32t.fn_type(&[f32t.into(), f32t.into()], false);
+    let ternary = f32t.fn_type(&[f32t.into(), f32t.into(), f32t.into()], false);
+    let pfor = cx
+        .void_type()
+        .fn_type(&[ptr.into(), ptr.into(), cx.i64_type().into()], false);
+
+    let table: [(&str, inkwell::types::FunctionType<'ctx>, usize); 13] = [
+        (
+            PARALLEL_FOR,
+            pfor,
+            parallel::alexc_parallel_for as parallel::PforFn as usize,
+        ),
+        ("expf", unary, math::expf as math::Unary as usize),
+        ("exp2f", unary, math::exp2f as math::Unary as usize),
+        ("exp10f", unary, math::exp10f as math::Unary as usize),
+        ("logf", unary, math::logf as math::Unary as usize),
+        ("log2f", unary, math::log2f as math::Unary as usize),
+        ("log10f", unary, math::log10f as math::Unary as usize),
+        ("sqrtf", unary, math::sqrtf as math::Unary as usize),
+        ("powf", binary, math::powf as math::Binary as usize),
+        ("fmaxf", binary, math::fmaxf as math::Binary as usize),
+        ("fminf", binary, math::fminf as math::Binary as usize),
+        ("fmaf", ternary, math::fmaf as math::Ternary as usize),
+        (
+            "ldexpf",
+            cx.f32_type()
+                .fn_type(&[f32t.into(), cx.i32_type().into()], false),
+            math::ldexpf as extern "C" fn(f32, i32) -> f32 as usize,
+        ),
+    ];
+    table
+        .into_iter()
+        .map(|(name, ty, addr)| {
+            let func = module
+                .get_function(name)
+                .unwrap_or_else(|| module.add_function(name, ty, None));
+            (func, addr)
+        })
+        .collect()
+}
+
+/// libm-compatible f32 functions, implemented by Rust's `std`.
+mod math {
+    pub(super) type Unary = extern "C" fn(f32) -> f32;
+    pub(super) type Binary = extern "C" fn(f32, f32) -> f32;
+    pub(super) type Ternary = extern "C" fn(f32, f32, f32) -> f32;
+
+    pub(super) extern "C" fn expf(x: f32) -> f32 {
+        x.exp()
+    }
+    pub(super) extern "C" fn exp2f(x: f32) -> f32 {
+        x.exp2()
+    }
+    pub(super) extern "C" fn exp10f(x: f32) -> f32 {
+        10f32.powf(x)
+    }
+    pub(super) extern "C" fn logf(x: f32) -> f32 {
+        x.ln()
+    }
+    pub(super) extern "C" fn log2f(x: f32) -> f32 {
+        x.log2()
+    }
+    pub(super) extern "C" fn log10f(x: f32) -> f32 {
+        x.log10()
+    }
+    pub(super) extern "C" fn sqrtf(x: f32) -> f32 {
+        x.sqrt()
+    }
+    pub(super) extern "C" fn powf(x: f32, y: f32) -> f32 {
+        x.powf(y)
+    }
+    pub(super) extern "C" fn fmaxf(x: f32, y: f32) -> f32 {
+        x.max(y)
+    }
+    pub(super) extern "C" fn fminf(x: f32, y: f32) -> f32 {
+        x.min(y)
+    }
+    pub(super) extern "C" fn fmaf(x: f32, y: f32, z: f32) -> f32 {
+        x.mul_add(y, z)
+    }
+    pub(super) extern "C" fn ldexpf(x: f32, e: i32) -> f32 {
+        // Two steps keep the scale factor representable for |e| up to 254.
+        let half = e / 2;
+        x * 2f32.powi(half) * 2f32.powi(e - half)
+    }
+}

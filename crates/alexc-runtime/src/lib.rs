@@ -1,0 +1,587 @@
+//! The alexc runtime: executes a compiled model for inference and training.
+//!
+//! [`Runtime::new`] takes a parsed model, runs the pass pipeline (inference
+//! or training, fused or not), lowers every node to kernel IR, resolves
+//! where each kernel parameter lives — the arena of intermediates laid out
+//! by the memory plan, a workspace for kernels' scratch, or an external
+//! buffer (images, labels, the learning rate, dropout masks, parameters,
+//! momentum) — checks every such binding against the kernel's declaration,
+//! and compiles the kernels with a [`Backend`]. Memory is allocated once.
+//!
+//! Then [`Runtime::infer`] and [`Runtime::train_step`] check what the
+//! caller passes (shape, labels in range, a finite learning rate) before any
+//! kernel runs, and the state (parameters and momentum) can be loaded,
+//! initialized and saved (safetensors, written atomically).
+
+mod backend;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use alexc_ir::{DType as IrDType, DropoutAttrs, Graph, Op, ValueId};
+use alexc_kernel::{DType, Kernel};
+use alexc_lower::{lower_node, Arg, LowerOptions};
+use alexc_passes::mem_plan::MemoryPlan;
+use alexc_passes::{default_pipeline, PipelineMode, PipelineOptions, TrainingOptions};
+use alexc_tensor::{Tensor, Weights};
+
+pub use backend::{Backend, Binding, EvalBackend, Executable, ExternalStore, Memory, Region};
+
+/// Everything that can go wrong, as the caller sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("compiling the model: {0}")]
+    Compile(String),
+    #[error("`{name}`: expected shape {expected:?}, got {found:?}")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("label {label} of sample {sample} is outside 0..{classes}")]
+    Label {
+        sample: usize,
+        label: i64,
+        classes: usize,
+    },
+    #[error("the learning rate {0} is not finite")]
+    LearningRate(f32),
+    #[error("{0}")]
+    Weights(String),
+    #[error("`{0}` needs a training runtime (Options::train)")]
+    NotTraining(&'static str),
+    #[error("kernel `{kernel}`: {message}")]
+    Kernel { kernel: String, message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How to compile a model (the batch size is the model's, bound when it
+/// was loaded).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Options {
+    /// Build the training graph (forward, loss, backward, SGD updates).
+    pub train: bool,
+    pub no_fuse: bool,
+    pub lower: LowerOptions,
+}
+
+/// One kernel launch.
+#[derive(Clone, Debug)]
+struct Step {
+    kernel: usize,
+    bindings: Vec<Binding>,
+}
+
+/// A compiled model with its memory.
+pub struct Runtime {
+    graph: Graph,
+    plan: MemoryPlan,
+    train: bool,
+    kernels: Vec<Kernel>,
+    steps: Vec<Step>,
+    exec: Box<dyn Executable>,
+    arena: Vec<f32>,
+    workspace: Vec<f32>,
+    external: Vec<ExternalStore>,
+    /// External node name → slot in `external`.
+    slots: BTreeMap<String, usize>,
+    outputs: Vec<(Binding, Vec<usize>)>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("model", &self.graph.name)
+            .field("train", &self.train)
+            .field("kernels", &self.kernels.len())
+            .field("arena_bytes", &self.plan.arena_bytes)
+            .finish()
+    }
+}
+
+fn kernel_dtype(d: IrDType) -> DType {
+    match d {
+        IrDType::F32 => DType::F32,
+        IrDType::I64 => DType::I64,
+    }
+}
+
+fn compile_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Compile(e.to_string())
+}
+
+impl Runtime {
+    /// Compiles `model` (at the batch size it was loaded with) with `backend`.
+    pub fn new(
+        model: &alexc_frontend::Model,
+        options: &Options,
+        backend: &dyn Backend,
+    ) -> Result<Runtime, RuntimeError> {
+        let mut graph = model.graph.clone();
+        let model = &model.spec;
+        let pipeline = PipelineOptions {
+            mode: if options.train {
+                PipelineMode::Training
+            } else {
+                PipelineMode::Inference
+            },
+            training: TrainingOptions {
+                momentum: model.training.momentum,
+                weight_decay: model.training.weight_decay,
+                convention: match model.training.convention {
+                    alexc_frontend::format::SgdConventionSpec::Paper => {
+                        alexc_ir::SgdConvention::Paper
+                    }
+                    alexc_frontend::format::SgdConventionSpec::Pytorch => {
+                        alexc_ir::SgdConvention::Pytorch
+                    }
+                },
+            },
+            no_fuse: options.no_fuse,
+            verify_each: true,
+            ..PipelineOptions::default()
+        };
+        let ctx = default_pipeline(pipeline)
+            .run(&mut graph)
+            .map_err(compile_err)?;
+        let plan = ctx
+            .plan
+            .ok_or_else(|| compile_err("the pipeline made no memory plan"))?;
+
+        // External buffers: every source node, zero-filled.
+        let mut external = Vec::new();
+        let mut slots = BTreeMap::new();
+        for id in graph.node_ids() {
+            let node = &graph[id];
+            if node.op.is_source() {
+                let ty = &node.outputs[0];
+                let n = ty.shape.elements();
+                slots.insert(node.name.clone(), external.len());
+                external.push(match ty.dtype {
+                    IrDType::F32 => ExternalStore::F32(vec![0.0; n]),
+                    IrDType::I64 => ExternalStore::I64(vec![0; n]),
+                });
+            }
+        }
+        let mut rt = Runtime {
+            graph,
+            plan,
+            train: options.train,
+            kernels: Vec::new(),
+            steps: Vec::new(),
+            exec: Box::new(NoKernels),
+            arena: Vec::new(),
+            workspace: Vec::new(),
+            external,
+            slots,
+            outputs: Vec::new(),
+        };
+        if rt.plan.arena_bytes % 4 != 0 {
+            return Err(compile_err("the arena size is not a multiple of 4 bytes"));
+        }
+        rt.arena = vec![0.0; (rt.plan.arena_bytes / 4) as usize];
+        let mut workspace = 0usize;
+        for name in rt.plan.order.clone() {
+            let id = rt
+                .graph
+                .find(&name)
+                .ok_or_else(|| compile_err(format!("planned node `{name}` is missing")))?;
+            let operands = rt.graph.operands(id);
+            for lowered in lower_node(&rt.graph, id, &options.lower).map_err(compile_err)? {
+                let mut bindings = Vec::with_capacity(lowered.args.len());
+                let mut ws_offset = 0usize;
+                for arg in &lowered.args {
+                    let b = match *arg {
+                        Arg::Operand(i) => {
+                            let v = *operands
+                                .get(i)
+                                .ok_or_else(|| compile_err(format!("{name}: no operand {i}")))?;
+                            rt.value_binding(v)?
+                        }
+                        Arg::Result(i) => rt.value_binding(ValueId::new(id, i as u16))?,
+                        Arg::Workspace { elements } => {
+                            let b = Binding {
+                                region: Region::Workspace,
+                                offset: ws_offset,
+                                len: elements,
+                                dtype: DType::F32,
+                            };
+                            ws_offset += elements;
+                            b
+                        }
+                    };
+                    bindings.push(b);
+                }
+                workspace = workspace.max(ws_offset);
+                rt.check_bindings(&lowered.kernel, &bindings)?;
+                rt.steps.push(Step {
+                    kernel: rt.kernels.len(),
+                    bindings,
+                });
+                rt.kernels.push(lowered.kernel);
+            }
+        }
+        rt.workspace = vec![0.0; workspace];
+        // Recheck the workspace bindings now that its size is known.
+        for step in &rt.steps {
+            rt.check_bindings(&rt.kernels[step.kernel], &step.bindings)?;
+        }
+        let outputs = rt.graph.outputs().to_vec();
+        for v in outputs {
+            let shape = rt
+                .graph
+                .value_type(v)
+                .map(|t| t.shape.dims().to_vec())
+                .unwrap_or_default();
+            let b = rt.value_binding(v)?;
+            rt.outputs.push((b, shape));
+        }
+        rt.exec = backend.compile(&rt.kernels)?;
+        tracing::info!(
+            kernels = rt.kernels.len(),
+            arena = rt.plan.arena_bytes,
+            workspace,
+            "model compiled"
+        );
+        Ok(rt)
+    }
+
+    /// Where value `v` lives.
+    fn value_binding(&self, v: ValueId) -> Result<Binding, RuntimeError> {
+        let node = self
+            .graph
+            .get(v.node)
+            .ok_or_else(|| compile_err(format!("no node {}", v.node)))?;
+        let ty = node
+            .outputs
+            .get(v.output as usize)
+            .ok_or_else(|| compile_err(format!("no value {v}")))?;
+        let (len, dtype) = (ty.shape.elements(), kernel_dtype(ty.dtype));
+        if let Some(&slot) = self.slots.get(&node.name) {
+            return Ok(Binding {
+                region: Region::External(slot),
+                offset: 0,
+                len,
+                dtype,
+            });
+        }
+        let buf = self
+            .plan
+            .buffer(v)
+            .ok_or_else(|| compile_err(format!("{v} ({}) has no buffer", node.name)))?;
+        let offset = buf
+            .offset
+            .ok_or_else(|| compile_err(format!("{v} ({}) is written in place", node.name)))?;
+        if offset % 4 != 0 || dtype != DType::F32 {
+            return Err(compile_err(format!(
+                "{v} ({}): arena buffers are f32 at 4-byte offsets",
+                node.name
+            )));
+        }
+        Ok(Binding {
+            region: Region::Arena,
+            offset: (offset / 4) as usize,
+            len,
+            dtype,
+        })
+    }
+
+    /// Every binding has the kernel parameter's dtype and length and lies
+    /// inside its region: what generated code relies on.
+    fn check_bindings(&self, kernel: &Kernel, bindings: &[Binding]) -> Result<(), RuntimeError> {
+        let params: Vec<_> = kernel.params().collect();
+        if params.len() != bindings.len() {
+            return Err(compile_err(format!(
+                "kernel `{}` has {} parameters but {} bindings",
+                kernel.name,
+                params.len(),
+                bindings.len()
+            )));
+        }
+        for ((_, decl), b) in params.iter().zip(bindings) {
+            let region_len = match b.region {
+                Region::Arena => self.arena.len(),
+                Region::Workspace => usize::MAX, // checked again once sized
+                Region::External(i) => self.external.get(i).map_or(0, ExternalStore::len),
+            };
+            let region_len = if b.region == Region::Workspace && !self.workspace.is_empty() {
+                self.workspace.len()
+            } else {
+                region_len
+            };
+            if decl.dtype != b.dtype
+                || decl.elements() != b.len
+                || b.offset
+                    .checked_add(b.len)
+                    .is_none_or(|end| end > region_len)
+            {
+                return Err(compile_err(format!(
+                    "kernel `{}`: parameter `{}` ({} {:?}) cannot bind {b:?}",
+                    kernel.name, decl.name, decl.dtype, decl.shape
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The compiled graph (after the pipeline).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The memory plan.
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    /// The kernels, in launch order of their first use.
+    pub fn kernels(&self) -> &[Kernel] {
+        &self.kernels
+    }
+
+    fn set_f32(&mut self, name: &str, data: &[f32], shape: &[usize]) -> Result<(), RuntimeError> {
+        let id = self
+            .graph
+            .find(name)
+            .ok_or_else(|| RuntimeError::Internal(format!("no input `{name}`")))?;
+        let want = self.graph[id].outputs[0].shape.dims().to_vec();
+        if want != shape {
+            return Err(RuntimeError::Shape {
+                name: name.to_string(),
+                expected: want,
+                found: shape.to_vec(),
+            });
+        }
+        match self.slots.get(name).and_then(|&s| self.external.get_mut(s)) {
+            Some(ExternalStore::F32(v)) if v.len() == data.len() => {
+                v.copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(RuntimeError::Internal(format!(
+                "`{name}` is not an f32 external buffer of {} elements",
+                data.len()
+            ))),
+        }
+    }
+
+    /// The name of the image input (the first f32 input).
+    fn image_input(&self) -> Result<String, RuntimeError> {
+        self.graph
+            .node_ids()
+            .find(|&id| matches!(&self.graph[id].op, Op::Input(a) if a.dtype == IrDType::F32 && self.graph[id].name != "lr"))
+            .map(|id| self.graph[id].name.clone())
+            .ok_or_else(|| RuntimeError::Internal("the model has no image input".into()))
+    }
+
+    fn execute(&mut self) -> Result<(), RuntimeError> {
+        let mut memory = Memory {
+            arena: &mut self.arena,
+            workspace: &mut self.workspace,
+            external: &mut self.external,
+        };
+        for step in &self.steps {
+            self.exec.run(step.kernel, &mut memory, &step.bindings)?;
+        }
+        Ok(())
+    }
+
+    fn output(&self, i: usize) -> Result<Tensor<f32>, RuntimeError> {
+        let (b, shape) = self
+            .outputs
+            .get(i)
+            .ok_or_else(|| RuntimeError::Internal(format!("no output {i}")))?;
+        let data = match b.region {
+            Region::Arena => self
+                .arena
+                .get(b.offset..b.offset + b.len)
+                .map(<[f32]>::to_vec),
+            Region::External(s) => match self.external.get(s) {
+                Some(ExternalStore::F32(v)) => Some(v.clone()),
+                _ => None,
+            },
+            Region::Workspace => None,
+        }
+        .ok_or_else(|| RuntimeError::Internal(format!("output {i} is not readable")))?;
+        Tensor::new(shape.clone(), data).map_err(|e| RuntimeError::Internal(e.to_string()))
+    }
+
+    /// Runs inference on `images` `[N, C, H, W]` (N = the compiled batch);
+    /// returns the logits.
+    pub fn infer(&mut self, images: &Tensor<f32>) -> Result<Tensor<f32>, RuntimeError> {
+        let input = self.image_input()?;
+        self.set_f32(&input, images.data(), images.shape())?;
+        self.execute()?;
+        let logits = if self.train { 1 } else { 0 };
+        self.output(logits)
+    }
+
+    /// One training step: forward, loss, backward, SGD update of the state
+    /// in place. Dropout masks are drawn from `seed` (the same streams as the
+    /// reference interpreter's `Mode::Train { seed }`). Returns the loss.
+    pub fn train_step(
+        &mut self,
+        images: &Tensor<f32>,
+        labels: &Tensor<i64>,
+        lr: f32,
+        seed: u64,
+    ) -> Result<f32, RuntimeError> {
+        if !self.train {
+            return Err(RuntimeError::NotTraining("train_step"));
+        }
+        if !lr.is_finite() {
+            return Err(RuntimeError::LearningRate(lr));
+        }
+        let input = self.image_input()?;
+        self.set_f32(&input, images.data(), images.shape())?;
+        let classes = self
+            .outputs
+            .get(1)
+            .and_then(|(_, s)| s.get(1).copied())
+            .unwrap_or(0);
+        let slot = self
+            .slots
+            .get("labels")
+            .copied()
+            .ok_or_else(|| RuntimeError::Internal("no labels input".into()))?;
+        match self.external.get_mut(slot) {
+            Some(ExternalStore::I64(v))
+                if v.len() == labels.len() && labels.shape() == [v.len()] =>
+            {
+                if let Some((sample, &label)) = labels
+                    .data()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &l)| l < 0 || l as usize >= classes)
+                {
+                    return Err(RuntimeError::Label {
+                        sample,
+                        label,
+                        classes,
+                    });
+                }
+                v.copy_from_slice(labels.data());
+            }
+            Some(v) => {
+                return Err(RuntimeError::Shape {
+                    name: "labels".into(),
+                    expected: vec![v.len()],
+                    found: labels.shape().to_vec(),
+                })
+            }
+            None => return Err(RuntimeError::Internal("no labels buffer".into())),
+        }
+        self.set_f32("lr", &[lr], &[])?;
+        for id in self
+            .graph
+            .nodes_where(|op| matches!(op, Op::DropoutMask(_)))
+        {
+            let Op::DropoutMask(a) = &self.graph[id].op else {
+                continue;
+            };
+            let mask = alexc_interp::node_dropout_mask::<f32>(
+                &a.key,
+                seed,
+                a.shape.dims(),
+                &DropoutAttrs { p: a.p },
+            )
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+            let (name, shape) = (self.graph[id].name.clone(), a.shape.dims().to_vec());
+            self.set_f32(&name, mask.data(), &shape)?;
+        }
+        self.execute()?;
+        let loss = self.output(0)?;
+        loss.data()
+            .first()
+            .copied()
+            .ok_or_else(|| RuntimeError::Internal("empty loss".into()))
+    }
+
+    /// The state's names and shapes: parameters, and for training runtimes
+    /// the momentum buffers.
+    pub fn state_shapes(&self) -> Vec<(String, alexc_ir::Shape)> {
+        alexc_tensor::expected_parameters(&self.graph)
+    }
+
+    /// Loads parameters (and, when present, momentum buffers) after checking
+    /// every name and shape; one error lists every difference. Momentum
+    /// buffers a training runtime needs but `weights` lacks start at zero.
+    pub fn load_state(&mut self, weights: &Weights) -> Result<(), RuntimeError> {
+        let expected = self.state_shapes();
+        let optional: Vec<&str> = self
+            .graph
+            .node_ids()
+            .filter(|&id| {
+                matches!(self.graph[id].op, Op::Momentum(_))
+                    && !weights.contains_key(&self.graph[id].name)
+            })
+            .map(|id| self.graph[id].name.as_str())
+            .collect();
+        let required: Vec<_> = expected
+            .into_iter()
+            .filter(|(n, _)| !optional.contains(&n.as_str()))
+            .collect();
+        alexc_tensor::check_weights(&required, weights)
+            .map_err(|m| RuntimeError::Weights(m.to_string()))?;
+        for (name, t) in weights {
+            if let Some(ExternalStore::F32(v)) =
+                self.slots.get(name).and_then(|&s| self.external.get_mut(s))
+            {
+                v.copy_from_slice(t.data());
+            }
+        }
+        for name in optional {
+            if let Some(ExternalStore::F32(v)) =
+                self.slots.get(name).and_then(|&s| self.external.get_mut(s))
+            {
+                v.fill(0.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Initializes the state from the model's initializers.
+    pub fn init_state(&mut self, seed: u64, base_dir: &Path) -> Result<(), RuntimeError> {
+        let weights = alexc_tensor::init_parameters(&self.graph, seed, base_dir)
+            .map_err(|e| RuntimeError::Weights(e.to_string()))?;
+        self.load_state(&weights)
+    }
+
+    /// A copy of the state (parameters and momentum).
+    pub fn state(&self) -> Weights {
+        let mut out = Weights::new();
+        for (name, shape) in self.state_shapes() {
+            if let Some(ExternalStore::F32(v)) =
+                self.slots.get(&name).and_then(|&s| self.external.get(s))
+            {
+                if let Ok(t) = Tensor::new(shape.dims().to_vec(), v.clone()) {
+                    out.insert(name, t);
+                }
+            }
+        }
+        out
+    }
+
+    /// Saves the state as safetensors, atomically (temporary file + rename).
+    pub fn save_state(&self, path: &Path) -> Result<(), RuntimeError> {
+        alexc_tensor::save_weights(path, &self.state())
+            .map_err(|e| RuntimeError::Weights(e.to_string()))
+    }
+}
+
+/// Stands in for the backend's executable while `Runtime::new` checks the
+/// bindings; replaced before `new` returns.
+struct NoKernels;
+
+impl Executable for NoKernels {
+    fn run(
+        &self,
+        index: usize,
+        _memory: &mut Memory<'_>,
+        _bindings: &[Binding],
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Internal(format!(
+            "kernel {index} called before compilation"
+        )))
+    }
+}

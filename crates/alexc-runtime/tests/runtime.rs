@@ -1,0 +1,148 @@
+//! The runtime end to end on the kernel IR evaluator backend, against the
+//! reference interpreter: alexnet-small inference, and three training steps
+//! (fused and unfused). Bad input is an error before any kernel runs.
+//!
+//! Tolerance: 1e-4 relative to a tensor's largest |value|. Lowered kernels
+//! sum in other orders than the interpreter (tiled GEMM, blocked
+//! reductions); f32 rounding then differs by ~1e-6 of the scale per layer,
+//! and three SGD steps compound it a little.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use alexc_interp::{Mode, Value};
+use alexc_lower::LowerOptions;
+use alexc_runtime::{EvalBackend, Options, Runtime, RuntimeError};
+use alexc_tensor::Tensor;
+
+fn model(batch: usize) -> alexc_frontend::Model {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/alexnet-small.ron");
+    alexc_frontend::load(&path, batch).expect("model")
+}
+
+fn images(batch: usize) -> Tensor<f32> {
+    Tensor::from_flat_fn(vec![batch, 1, 28, 28], |i| {
+        (((i * 7919) % 1000) as f32 / 1000.0 - 0.5) * 3.0
+    })
+    .expect("images")
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: differs by {worst:e} (scale {scale:e})"
+    );
+}
+
+fn options(train: bool, no_fuse: bool) -> Options {
+    Options {
+        train,
+        no_fuse,
+        lower: LowerOptions {
+            vector_width: 8,
+            parallel: true,
+        },
+    }
+}
+
+#[test]
+fn inference_matches_the_interpreter() {
+    let m = model(2);
+    for no_fuse in [false, true] {
+        let mut rt = Runtime::new(&m, &options(false, no_fuse), &EvalBackend).expect("compiles");
+        rt.init_state(5, m.base_dir()).expect("init");
+        let logits = rt.infer(&images(2)).expect("infers");
+        let weights = alexc_tensor::init_parameters(&m.graph, 5, m.base_dir()).expect("weights");
+        let mut inputs = HashMap::new();
+        inputs.insert("image".to_string(), Value::Float(images(2)));
+        let want = alexc_interp::run(&m.graph, &weights, &inputs, Mode::Eval).expect("interp");
+        let want = want[0].as_float().expect("logits");
+        assert_eq!(logits.shape(), want.shape());
+        close(
+            &format!("logits (no_fuse {no_fuse})"),
+            logits.data(),
+            want.data(),
+        );
+    }
+}
+
+#[test]
+fn three_training_steps_match_the_interpreter() {
+    let m = model(2);
+    let labels = Tensor::new(vec![2], vec![3i64, 7]).expect("labels");
+    // The evaluator is slow; the fused plan exercises every fused kernel and
+    // the lowering tests cover the unfused kernels op by op.
+    for no_fuse in [false] {
+        let mut rt = Runtime::new(&m, &options(true, no_fuse), &EvalBackend).expect("compiles");
+        rt.init_state(9, m.base_dir()).expect("init");
+        // The interpreter runs the unfused training graph from the same state.
+        let mut graph = m.graph.clone();
+        let pipeline = alexc_passes::PipelineOptions {
+            mode: alexc_passes::PipelineMode::Training,
+            no_fuse: true,
+            ..Default::default()
+        };
+        alexc_passes::default_pipeline(pipeline)
+            .run(&mut graph)
+            .expect("pipeline");
+        let mut state = rt.state();
+        for step in 0..3u64 {
+            let loss = rt
+                .train_step(&images(2), &labels, 0.01, step)
+                .expect("step");
+            let mut inputs = HashMap::new();
+            inputs.insert("image".to_string(), Value::Float(images(2)));
+            inputs.insert("labels".to_string(), Value::Int(labels.clone()));
+            inputs.insert("lr".to_string(), Value::Float(Tensor::scalar(0.01f32)));
+            let out =
+                alexc_interp::train_step(&graph, &mut state, &inputs, Mode::Train { seed: step })
+                    .expect("interp step");
+            let want = out[0].as_float().expect("loss").data()[0];
+            close(
+                &format!("loss of step {step} (no_fuse {no_fuse})"),
+                &[loss],
+                &[want],
+            );
+        }
+        for (name, t) in rt.state() {
+            close(
+                &format!("{name} after 3 steps (no_fuse {no_fuse})"),
+                t.data(),
+                state[&name].data(),
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let m = model(2);
+    let mut rt = Runtime::new(&m, &options(true, false), &EvalBackend).expect("compiles");
+    rt.init_state(1, m.base_dir()).expect("init");
+    let labels = Tensor::new(vec![2], vec![0i64, 1]).expect("labels");
+    let wrong = Tensor::from_flat_fn(vec![2, 1, 27, 28], |_| 0.0f32).expect("t");
+    assert!(matches!(
+        rt.train_step(&wrong, &labels, 0.01, 0),
+        Err(RuntimeError::Shape { .. })
+    ));
+    let bad_labels = Tensor::new(vec![2], vec![0i64, 10]).expect("labels");
+    assert!(matches!(
+        rt.train_step(&images(2), &bad_labels, 0.01, 0),
+        Err(RuntimeError::Label { label: 10, .. })
+    ));
+    assert!(matches!(
+        rt.train_step(&images(2), &labels, f32::NAN, 0),
+        Err(RuntimeError::LearningRate(_))
+    ));
+    let mut weights = rt.state();
+    weights.remove("fc8.bias");
+    let err = rt.load_state(&weights).expect_err("missing weight");
+    assert!(err.to_string().contains("fc8.bias"), "{err}");
+}
