@@ -91,6 +91,8 @@ pub struct CompileArgs {
 pub enum Backend {
     /// The reference interpreter (plain Rust, the oracle for every backend).
     Interp,
+    /// Compiled: the pass pipeline, kernel IR, LLVM (JIT for the host CPU).
+    Llvm,
 }
 
 impl Backend {
@@ -98,6 +100,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
+            Backend::Llvm => "llvm",
         }
     }
 }

@@ -112,6 +112,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         std: input_spec.map(|i| i.std.clone()).unwrap_or_default(),
     };
     let input_name = input_node.name.clone();
+    let input_name_for_llvm = input_name.clone();
     let batch = load_batch(&args.input, &spec)?;
     let n = batch.data.shape()[0];
 
@@ -138,19 +139,34 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             .context("initializing parameters")?,
     };
 
-    let start = Instant::now();
+    let mut start = Instant::now();
     let mut feeds = HashMap::new();
     feeds.insert(input_name, Value::Float(batch.data));
-    let outputs = match args.backend {
+    let logits = match args.backend {
         crate::Backend::Interp => alexc_interp::run(graph, &weights, &feeds, Mode::Eval)
-            .context("running the reference interpreter")?,
+            .context("running the reference interpreter")?
+            .into_iter()
+            .next()
+            .and_then(Value::into_float)
+            .ok_or_else(|| anyhow!("the model's first output is not a float tensor"))?,
+        crate::Backend::Llvm => {
+            let options = alexc_runtime::Options::default();
+            let mut rt = alexc_runtime::Runtime::new(&model, &options, &alexc_runtime::LlvmBackend)
+                .context("compiling the model with LLVM")?;
+            eprintln!(
+                "compiled {} kernels with LLVM in {:.2} s",
+                rt.kernels().len(),
+                start.elapsed().as_secs_f64()
+            );
+            rt.load_state(&weights).context("binding the weights")?;
+            let Some(Value::Float(images)) = feeds.remove(&input_name_for_llvm) else {
+                return Err(anyhow!("internal error: the input batch is missing").into());
+            };
+            start = Instant::now();
+            rt.infer(&images).context("running the compiled model")?
+        }
     };
     let elapsed = start.elapsed();
-    let logits = outputs
-        .into_iter()
-        .next()
-        .and_then(Value::into_float)
-        .ok_or_else(|| anyhow!("the model's first output is not a float tensor"))?;
     let [rows, classes] = logits.shape()[..] else {
         return Err(anyhow!(
             "the model's output has shape {:?}; `run` expects logits [N, classes]",

@@ -479,3 +479,49 @@ fn emit_plan_writes_the_memory_plan() {
         .iter()
         .all(|b| b["offset"].as_u64().is_none_or(|o| o % 64 == 0)));
 }
+
+#[test]
+fn llvm_backend_matches_the_interpreter() {
+    let dir = temp_dir("llvm");
+    let input = dir.join("x.npy");
+    let data: Vec<f32> = (0..2 * 28 * 28)
+        .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    alexc_tensor::write_npy(
+        &input,
+        &alexc_tensor::Tensor::new(vec![2, 1, 28, 28], data).expect("t"),
+    )
+    .expect("npy");
+    let run = |backend: &str| {
+        let out = dir.join(format!("{backend}.npy"));
+        let o = alexc(&[
+            "run",
+            "models/alexnet-small.ron",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--backend",
+            backend,
+            "--save-logits",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        alexc_tensor::read_npy(&out).expect("logits").to_f32()
+    };
+    let (interp, llvm) = (run("interp"), run("llvm"));
+    assert_eq!(interp.shape(), llvm.shape());
+    // Different summation order (tiled GEMM, FMA contraction): 1e-4 of the scale.
+    let scale = interp
+        .data()
+        .iter()
+        .fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+    let worst = interp
+        .data()
+        .iter()
+        .zip(llvm.data())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "llvm differs from interp by {worst:e} (scale {scale:e})"
+    );
+}

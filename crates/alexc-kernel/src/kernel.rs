@@ -443,3 +443,135 @@ impl Expr {
         }
     }
 }
+
+impl Kernel {
+    /// Merges parameter `drop` into parameter `keep`: every access to `drop`
+    /// goes to `keep`, which becomes `ReadWrite`, and `drop` disappears from
+    /// the parameters (later buffer ids shift down by one). The runtime uses
+    /// it when the memory plan writes a result over an operand (an
+    /// elementwise op in place): the kernel then has one buffer where it had
+    /// two aliased ones, so backends may keep treating distinct parameters
+    /// as non-overlapping. Both must be parameters of one dtype and shape.
+    pub fn merge_params(&self, keep: BufId, drop: BufId) -> Result<Kernel, String> {
+        let (Some(k), Some(d)) = (self.buffer(keep), self.buffer(drop)) else {
+            return Err(format!("{}: no buffer {keep} or {drop}", self.name));
+        };
+        let both_params =
+            matches!(k.kind, BufferKind::Param(_)) && matches!(d.kind, BufferKind::Param(_));
+        if keep == drop || !both_params || k.dtype != d.dtype || k.shape != d.shape {
+            return Err(format!(
+                "{}: cannot merge {drop} ({} {:?}) into {keep} ({} {:?})",
+                self.name, d.dtype, d.shape, k.dtype, k.shape
+            ));
+        }
+        let renumber = |b: BufId| -> BufId {
+            let b = if b == drop { keep } else { b };
+            if b.0 > drop.0 {
+                BufId(b.0 - 1)
+            } else {
+                b
+            }
+        };
+        let mut out = self.clone();
+        out.buffers[keep.0 as usize].kind = BufferKind::Param(Access::ReadWrite);
+        out.buffers.remove(drop.0 as usize);
+        out.body = self.body.iter().map(|s| map_stmt(s, &renumber)).collect();
+        Ok(out)
+    }
+}
+
+fn map_stmt(s: &Stmt, f: &dyn Fn(BufId) -> BufId) -> Stmt {
+    match s {
+        Stmt::For {
+            var,
+            extent,
+            kind,
+            body,
+        } => Stmt::For {
+            var: *var,
+            extent: extent.clone(),
+            kind: *kind,
+            body: body.iter().map(|s| map_stmt(s, f)).collect(),
+        },
+        Stmt::Store { buf, index, value } => Stmt::Store {
+            buf: f(*buf),
+            index: index.clone(),
+            value: map_expr(value, f),
+        },
+        Stmt::Let { var, value } => Stmt::Let {
+            var: *var,
+            value: map_expr(value, f),
+        },
+        Stmt::Assign { var, value } => Stmt::Assign {
+            var: *var,
+            value: map_expr(value, f),
+        },
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => Stmt::If {
+            cond: map_cond(cond, f),
+            then: then.iter().map(|s| map_stmt(s, f)).collect(),
+            otherwise: otherwise.iter().map(|s| map_stmt(s, f)).collect(),
+        },
+    }
+}
+
+fn map_expr(e: &Expr, f: &dyn Fn(BufId) -> BufId) -> Expr {
+    let b = |e: &Expr| Box::new(map_expr(e, f));
+    match e {
+        Expr::F32(_) | Expr::Var(_) | Expr::Index(_) => e.clone(),
+        Expr::Load { buf, index } => Expr::Load {
+            buf: f(*buf),
+            index: index.clone(),
+        },
+        Expr::LoadOr {
+            buf,
+            index,
+            default,
+        } => Expr::LoadOr {
+            buf: f(*buf),
+            index: index.clone(),
+            default: *default,
+        },
+        Expr::Cast { to, value } => Expr::Cast {
+            to: *to,
+            value: b(value),
+        },
+        Expr::Binary { op, a, b: rhs } => Expr::Binary {
+            op: *op,
+            a: b(a),
+            b: b(rhs),
+        },
+        Expr::Unary { op, a } => Expr::Unary { op: *op, a: b(a) },
+        Expr::Fma { a, b: m, c } => Expr::Fma {
+            a: b(a),
+            b: b(m),
+            c: b(c),
+        },
+        Expr::Select {
+            cond,
+            then,
+            otherwise,
+        } => Expr::Select {
+            cond: Box::new(map_cond(cond, f)),
+            then: b(then),
+            otherwise: b(otherwise),
+        },
+    }
+}
+
+fn map_cond(c: &Cond, f: &dyn Fn(BufId) -> BufId) -> Cond {
+    match c {
+        Cond::Idx { .. } => c.clone(),
+        Cond::Expr { op, a, b } => Cond::Expr {
+            op: *op,
+            a: map_expr(a, f),
+            b: map_expr(b, f),
+        },
+        Cond::And(a, b) => Cond::And(Box::new(map_cond(a, f)), Box::new(map_cond(b, f))),
+        Cond::Or(a, b) => Cond::Or(Box::new(map_cond(a, f)), Box::new(map_cond(b, f))),
+        Cond::Not(a) => Cond::Not(Box::new(map_cond(a, f))),
+    }
+}

@@ -14,6 +14,7 @@
 //! initialized and saved (safetensors, written atomically).
 
 mod backend;
+mod llvm;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +27,7 @@ use alexc_passes::{default_pipeline, PipelineMode, PipelineOptions, TrainingOpti
 use alexc_tensor::{Tensor, Weights};
 
 pub use backend::{Backend, Binding, EvalBackend, Executable, ExternalStore, Memory, Region};
+pub use llvm::LlvmBackend;
 
 /// Everything that can go wrong, as the caller sees it.
 #[derive(Debug, thiserror::Error)]
@@ -214,12 +216,13 @@ impl Runtime {
                     bindings.push(b);
                 }
                 workspace = workspace.max(ws_offset);
-                rt.check_bindings(&lowered.kernel, &bindings)?;
+                let kernel = merge_aliases(lowered.kernel, &mut bindings)?;
+                rt.check_bindings(&kernel, &bindings)?;
                 rt.steps.push(Step {
                     kernel: rt.kernels.len(),
                     bindings,
                 });
-                rt.kernels.push(lowered.kernel);
+                rt.kernels.push(kernel);
             }
         }
         rt.workspace = vec![0.0; workspace];
@@ -566,6 +569,52 @@ impl Runtime {
     pub fn save_state(&self, path: &Path) -> Result<(), RuntimeError> {
         alexc_tensor::save_weights(path, &self.state())
             .map_err(|e| RuntimeError::Weights(e.to_string()))
+    }
+}
+
+/// Removes aliasing between a kernel's parameters. Where the memory plan
+/// writes a result over an operand (an elementwise op in place), the two
+/// parameters are bound to the same elements; they are merged into one
+/// read-write parameter, so no backend ever sees two parameters that
+/// overlap while one is written (LLVM's `noalias` stays true). Any other
+/// overlap with a write is a planning bug and an error.
+fn merge_aliases(mut kernel: Kernel, bindings: &mut Vec<Binding>) -> Result<Kernel, RuntimeError> {
+    use alexc_kernel::{Access, BufferKind};
+    loop {
+        let params: Vec<(alexc_kernel::BufId, bool)> = kernel
+            .params()
+            .map(|(id, d)| {
+                (
+                    id,
+                    matches!(d.kind, BufferKind::Param(Access::Write | Access::ReadWrite)),
+                )
+            })
+            .collect();
+        let overlap = |a: &Binding, b: &Binding| {
+            a.region == b.region && a.offset < b.offset + b.len && b.offset < a.offset + a.len
+        };
+        let mut found = None;
+        'search: for i in 0..bindings.len() {
+            for j in i + 1..bindings.len() {
+                if overlap(&bindings[i], &bindings[j]) && (params[i].1 || params[j].1) {
+                    found = Some((i, j));
+                    break 'search;
+                }
+            }
+        }
+        let Some((i, j)) = found else {
+            return Ok(kernel);
+        };
+        if bindings[i] != bindings[j] {
+            return Err(compile_err(format!(
+                "kernel `{}`: parameters {i} and {j} overlap partially ({:?} and {:?})",
+                kernel.name, bindings[i], bindings[j]
+            )));
+        }
+        kernel = kernel
+            .merge_params(params[i].0, params[j].0)
+            .map_err(compile_err)?;
+        bindings.remove(j);
     }
 }
 

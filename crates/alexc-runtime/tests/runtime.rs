@@ -1,6 +1,6 @@
-//! The runtime end to end on the kernel IR evaluator backend, against the
-//! reference interpreter: alexnet-small inference, and three training steps
-//! (fused and unfused). Bad input is an error before any kernel runs.
+//! The runtime end to end, on the kernel IR evaluator and on LLVM, against
+//! the reference interpreter: alexnet-small inference, and three training
+//! steps (fused and unfused). Bad input is an error before any kernel runs.
 //!
 //! Tolerance: 1e-4 relative to a tensor's largest |value|. Lowered kernels
 //! sum in other orders than the interpreter (tiled GEMM, blocked
@@ -12,7 +12,7 @@ use std::path::Path;
 
 use alexc_interp::{Mode, Value};
 use alexc_lower::LowerOptions;
-use alexc_runtime::{EvalBackend, Options, Runtime, RuntimeError};
+use alexc_runtime::{Backend, EvalBackend, LlvmBackend, Options, Runtime, RuntimeError};
 use alexc_tensor::Tensor;
 
 fn model(batch: usize) -> alexc_frontend::Model {
@@ -52,11 +52,10 @@ fn options(train: bool, no_fuse: bool) -> Options {
     }
 }
 
-#[test]
-fn inference_matches_the_interpreter() {
+fn inference_matches_the_interpreter(backend: &dyn Backend) {
     let m = model(2);
     for no_fuse in [false, true] {
-        let mut rt = Runtime::new(&m, &options(false, no_fuse), &EvalBackend).expect("compiles");
+        let mut rt = Runtime::new(&m, &options(false, no_fuse), backend).expect("compiles");
         rt.init_state(5, m.base_dir()).expect("init");
         let logits = rt.infer(&images(2)).expect("infers");
         let weights = alexc_tensor::init_parameters(&m.graph, 5, m.base_dir()).expect("weights");
@@ -73,14 +72,11 @@ fn inference_matches_the_interpreter() {
     }
 }
 
-#[test]
-fn three_training_steps_match_the_interpreter() {
+fn three_training_steps_match_the_interpreter(backend: &dyn Backend, variants: &[bool]) {
     let m = model(2);
     let labels = Tensor::new(vec![2], vec![3i64, 7]).expect("labels");
-    // The evaluator is slow; the fused plan exercises every fused kernel and
-    // the lowering tests cover the unfused kernels op by op.
-    for no_fuse in [false] {
-        let mut rt = Runtime::new(&m, &options(true, no_fuse), &EvalBackend).expect("compiles");
+    for &no_fuse in variants {
+        let mut rt = Runtime::new(&m, &options(true, no_fuse), backend).expect("compiles");
         rt.init_state(9, m.base_dir()).expect("init");
         // The interpreter runs the unfused training graph from the same state.
         let mut graph = m.graph.clone();
@@ -122,9 +118,31 @@ fn three_training_steps_match_the_interpreter() {
 }
 
 #[test]
+fn eval_inference() {
+    inference_matches_the_interpreter(&EvalBackend);
+}
+
+#[test]
+fn eval_training() {
+    // The evaluator is slow; the fused plan exercises every fused kernel and
+    // the lowering tests cover the unfused kernels op by op.
+    three_training_steps_match_the_interpreter(&EvalBackend, &[false]);
+}
+
+#[test]
+fn llvm_inference() {
+    inference_matches_the_interpreter(&LlvmBackend);
+}
+
+#[test]
+fn llvm_training() {
+    three_training_steps_match_the_interpreter(&LlvmBackend, &[false, true]);
+}
+
+#[test]
 fn bad_input_is_an_error() {
     let m = model(2);
-    let mut rt = Runtime::new(&m, &options(true, false), &EvalBackend).expect("compiles");
+    let mut rt = Runtime::new(&m, &options(true, false), &LlvmBackend).expect("compiles");
     rt.init_state(1, m.base_dir()).expect("init");
     let labels = Tensor::new(vec![2], vec![0i64, 1]).expect("labels");
     let wrong = Tensor::from_flat_fn(vec![2, 1, 27, 28], |_| 0.0f32).expect("t");
