@@ -13,6 +13,7 @@
 mod compile;
 mod images;
 mod run;
+mod step;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Compile(CompileArgs),
     /// Classify images or a .npy batch and print the top classes.
     Run(RunArgs),
+    /// Run training steps on one fixed batch and print the loss per step.
+    Step(StepArgs),
 }
 
 /// What `compile --emit` writes.
@@ -129,6 +132,43 @@ pub struct RunArgs {
     pub backend: Backend,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StepArgs {
+    /// The model file (RON).
+    pub model: PathBuf,
+    /// The batch: a .npy tensor [N, C, H, W] (f32, f64 or u8).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Class labels: a .npy integer vector [N].
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Initial weights (safetensors; momentum buffers `P.momentum` are read
+    /// when present, else start at zero); default: the model's initializers.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Seed for the initializers and the dropout masks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of steps.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// Turn dropout off (masks of ones).
+    #[arg(long)]
+    pub no_dropout: bool,
+    /// Compile without fusion.
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Save the final parameters and momentum here (written atomically).
+    #[arg(long)]
+    pub save_weights: Option<PathBuf>,
+    /// The execution engine.
+    #[arg(long, value_enum, default_value_t = Backend::Llvm)]
+    pub backend: Backend,
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -174,6 +214,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
+        Command::Step(args) => step::step(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

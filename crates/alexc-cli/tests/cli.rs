@@ -525,3 +525,47 @@ fn llvm_backend_matches_the_interpreter() {
         "llvm differs from interp by {worst:e} (scale {scale:e})"
     );
 }
+
+#[test]
+fn step_overfits_a_batch_identically_on_llvm_and_the_interpreter() {
+    let dir = temp_dir("step");
+    let fixture = root().join("tests/fixtures/alexnet-small-step");
+    let (x, y) = (fixture.join("input.npy"), fixture.join("labels.npy"));
+    let losses = |backend: &str| -> Vec<f32> {
+        let saved = dir.join(format!("{backend}.safetensors"));
+        let o = alexc(&[
+            "step",
+            "models/alexnet-small.ron",
+            "--input",
+            x.to_str().expect("utf-8"),
+            "--labels",
+            y.to_str().expect("utf-8"),
+            "--steps",
+            "4",
+            "--lr",
+            "0.01",
+            "--no-dropout",
+            "--backend",
+            backend,
+            "--save-weights",
+            saved.to_str().expect("utf-8"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(alexc_tensor::load_weights(&saved)
+            .expect("saved")
+            .contains_key("fc8.weight.momentum"));
+        stdout(&o)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
+            .collect()
+    };
+    let (llvm, interp) = (losses("llvm"), losses("interp"));
+    assert_eq!(llvm.len(), 4);
+    assert!(llvm[3] < llvm[0], "the loss does not fall: {llvm:?}");
+    for (a, b) in llvm.iter().zip(&interp) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "llvm {llvm:?} vs interp {interp:?}"
+        );
+    }
+}

@@ -58,6 +58,16 @@ pub enum RuntimeError {
     Internal(String),
 }
 
+/// Dropout masks for a training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropout {
+    /// Masks drawn from this seed, as the reference interpreter draws them.
+    Seed(u64),
+    /// No dropout: every mask is all ones (for overfitting one batch, and
+    /// for cross-checks against frameworks without shared random streams).
+    Off,
+}
+
 /// How to compile a model (the batch size is the model's, bound when it
 /// was loaded).
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -429,6 +439,17 @@ impl Runtime {
         lr: f32,
         seed: u64,
     ) -> Result<f32, RuntimeError> {
+        self.train_step_with(images, labels, lr, Dropout::Seed(seed))
+    }
+
+    /// [`Runtime::train_step`] with a choice of dropout masks.
+    pub fn train_step_with(
+        &mut self,
+        images: &Tensor<f32>,
+        labels: &Tensor<i64>,
+        lr: f32,
+        dropout: Dropout,
+    ) -> Result<f32, RuntimeError> {
         if !self.train {
             return Err(RuntimeError::NotTraining("train_step"));
         }
@@ -482,12 +503,15 @@ impl Runtime {
             let Op::DropoutMask(a) = &self.graph[id].op else {
                 continue;
             };
-            let mask = alexc_interp::node_dropout_mask::<f32>(
-                &a.key,
-                seed,
-                a.shape.dims(),
-                &DropoutAttrs { p: a.p },
-            )
+            let mask = match dropout {
+                Dropout::Seed(seed) => alexc_interp::node_dropout_mask::<f32>(
+                    &a.key,
+                    seed,
+                    a.shape.dims(),
+                    &DropoutAttrs { p: a.p },
+                ),
+                Dropout::Off => Tensor::full(a.shape.dims().to_vec(), 1.0).map_err(Into::into),
+            }
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
             let (name, shape) = (self.graph[id].name.clone(), a.shape.dims().to_vec());
             self.set_f32(&name, mask.data(), &shape)?;
