@@ -387,6 +387,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
             json.push('\n');
             json
         }
+        Emit::Kernel | Emit::LlvmIr | Emit::Asm => emit_code(args)?,
         Emit::Plan => {
             let plan = ctx
                 .plan
@@ -403,6 +404,34 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
         write_output(None, &format!("\nfusion decisions:\n{report}"))?;
     }
     Ok(())
+}
+
+/// The kernels of the compiled model — exactly what a backend receives from
+/// the runtime (aliased in-place parameters merged) — as kernel IR, LLVM IR
+/// or assembly.
+fn emit_code(args: &CompileArgs) -> Result<String, CliError> {
+    let model = alexc_frontend::load(&args.model, args.batch as usize)?;
+    let options = alexc_runtime::Options {
+        train: args.train,
+        no_fuse: args.no_fuse,
+        ..Default::default()
+    };
+    // The evaluator backend "compiles" instantly; only the kernels are used.
+    let rt = alexc_runtime::Runtime::new(&model, &options, &alexc_runtime::EvalBackend)
+        .context("lowering the model to kernels")?;
+    let kernels = rt.kernels();
+    let target = || alexc_llvm::Target::host().context("the host target");
+    Ok(match args.emit {
+        Emit::LlvmIr => {
+            alexc_llvm::llvm_ir_text(kernels, &target()?, true).context("emitting LLVM IR")?
+        }
+        Emit::Asm => alexc_llvm::asm_text(kernels, &target()?).context("emitting assembly")?,
+        _ => kernels
+            .iter()
+            .map(alexc_kernel::to_text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
 }
 
 /// Writes to a file (via a temporary file and a rename, so an interrupted

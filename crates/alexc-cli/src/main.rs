@@ -54,6 +54,12 @@ pub enum Emit {
     SummaryJson,
     /// The memory plan (JSON).
     Plan,
+    /// The kernel IR of every kernel, as backends receive it.
+    Kernel,
+    /// The LLVM IR of the whole model, optimized for this CPU.
+    LlvmIr,
+    /// The assembly LLVM generates for this CPU.
+    Asm,
 }
 
 #[derive(Debug, clap::Args)]

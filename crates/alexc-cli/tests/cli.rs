@@ -569,3 +569,25 @@ fn step_overfits_a_batch_identically_on_llvm_and_the_interpreter() {
         );
     }
 }
+
+#[test]
+fn emit_kernel_ir_llvm_ir_and_asm() {
+    let out = alexc(&["compile", "models/alexnet-small.ron", "--emit", "kernel"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("kernel ") && text.contains("vectorized("),
+        "{text}"
+    );
+    let out = alexc(&["compile", "models/alexnet-small.ron", "--emit", "llvm-ir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ir = stdout(&out);
+    assert!(
+        ir.contains("define ") && ir.contains("target-cpu"),
+        "{}",
+        &ir[..ir.len().min(2000)]
+    );
+    let out = alexc(&["compile", "models/alexnet-small.ron", "--emit", "asm"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ret"), "no assembly");
+}
