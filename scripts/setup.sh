@@ -10,7 +10,7 @@ if ! command -v llvm-config-19 >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update
-    $sudo apt-get install -y --no-install-recommends llvm-19-dev zlib1g-dev libzstd-dev libxml2-dev
+    $sudo apt-get install -y llvm-19-dev zlib1g-dev libzstd-dev libxml2-dev
 fi
 LLVM_SYS_191_PREFIX="${LLVM_SYS_191_PREFIX:-$(llvm-config-19 --prefix)}"
 export LLVM_SYS_191_PREFIX
