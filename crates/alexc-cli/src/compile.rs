@@ -372,12 +372,73 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
     if args.timings {
         eprint!("{}", timings_table(&ctx));
     }
+    match (args.output.as_deref(), args.emit.as_slice()) {
+        // The main job: the summary, and native code for every kernel.
+        (None, []) | (None, [Emit::Summary]) => {
+            write_output(None, &level(args, &model, &ctx, Emit::Summary)?)?;
+            native(args, None)?;
+        }
+        (None, [one]) => write_output(None, &level(args, &model, &ctx, *one)?)?,
+        (None, _) => {
+            return Err(anyhow::anyhow!(
+                "several --emit levels need a directory to write them to: add -o DIR"
+            )
+            .into())
+        }
+        (Some(path), [one]) => write_output(Some(path), &level(args, &model, &ctx, *one)?)?,
+        // A directory: the compiled plan and every level asked for.
+        (Some(dir), levels) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut levels = levels.to_vec();
+            for always in [Emit::Summary, Emit::Plan] {
+                if !levels.contains(&always) {
+                    levels.push(always);
+                }
+            }
+            for &l in &levels {
+                let path = dir.join(level_file(l));
+                write_output(Some(&path), &level(args, &model, &ctx, l)?)?;
+            }
+            native(args, Some(dir))?;
+            eprintln!("wrote the compiled plan to {}", dir.display());
+        }
+    }
+    if args.explain_fusion {
+        let report = ctx.fusion.to_text();
+        write_output(None, &format!("\nfusion decisions:\n{report}"))?;
+    }
+    Ok(())
+}
+
+/// The file a level is written to in an output directory.
+fn level_file(level: Emit) -> &'static str {
+    match level {
+        Emit::Summary => "summary.txt",
+        Emit::Graph => "graph.ir",
+        Emit::Dot => "graph.dot",
+        Emit::SummaryJson => "summary.json",
+        Emit::Plan => "plan.json",
+        Emit::Kernel => "kernels.kir",
+        Emit::LlvmIr => "kernels.ll",
+        Emit::Asm => "kernels.s",
+        Emit::Clif => "kernels.clif",
+    }
+}
+
+/// One level's text.
+fn level(
+    args: &CompileArgs,
+    model: &alexc_frontend::Model,
+    ctx: &PassContext,
+    level: Emit,
+) -> Result<String, CliError> {
+    let graph = &model.graph;
     let summary = || -> Result<Summary, CliError> {
-        let mut s = summarize(graph, &ctx, args.train);
-        s.unfused = unfused_memory(args, &ctx)?;
+        let mut s = summarize(graph, ctx, args.train);
+        s.unfused = unfused_memory(args, ctx)?;
         Ok(s)
     };
-    let text = match args.emit {
+    Ok(match level {
         Emit::Summary => summary_table(&summary()?, graph, &model.spec.description),
         Emit::Graph => alexc_ir::print::to_text(graph),
         Emit::Dot => alexc_ir::dot::to_dot(graph),
@@ -387,7 +448,7 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
             json.push('\n');
             json
         }
-        Emit::Kernel | Emit::LlvmIr | Emit::Asm => emit_code(args)?,
+        Emit::Kernel | Emit::LlvmIr | Emit::Asm | Emit::Clif => emit_code(args, level)?,
         Emit::Plan => {
             let plan = ctx
                 .plan
@@ -397,35 +458,101 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
             json.push('\n');
             json
         }
-    };
-    write_output(args.output.as_deref(), &text)?;
-    if args.explain_fusion {
-        let report = ctx.fusion.to_text();
-        write_output(None, &format!("\nfusion decisions:\n{report}"))?;
+    })
+}
+
+/// The runtime backend of `--backend` (LLVM for `none`: its lowering).
+fn code_generator(args: &CompileArgs) -> &'static dyn alexc_runtime::Backend {
+    match args.backend {
+        crate::CompileBackend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
+        crate::CompileBackend::Llvm | crate::CompileBackend::None => &alexc_runtime::LlvmBackend,
     }
+}
+
+/// The runtime options matching the command line.
+fn runtime_options(args: &CompileArgs) -> alexc_runtime::Options {
+    alexc_runtime::Options {
+        train: args.train,
+        no_fuse: args.no_fuse,
+        // Lowered as for the code generator (its vector width).
+        lower: Some(code_generator(args).lower_options()),
+        disabled_passes: args.disable_pass.iter().cloned().collect(),
+    }
+}
+
+/// Native code for every kernel (`--backend llvm`): JIT-compiled to check
+/// and time it, or with a directory, written there as an object file and
+/// a shared library with a manifest (`alexc run --aot DIR` loads them).
+fn native(args: &CompileArgs, dir: Option<&Path>) -> Result<(), CliError> {
+    if args.backend == crate::CompileBackend::None {
+        return Ok(());
+    }
+    let model = alexc_frontend::load(&args.model, args.batch as usize)?;
+    let start = std::time::Instant::now();
+    let generator = code_generator(args);
+    if dir.is_some() && args.backend != crate::CompileBackend::Llvm {
+        return Err(anyhow::anyhow!(
+            "ahead-of-time code (-o DIR) comes from LLVM: use --backend llvm"
+        )
+        .into());
+    }
+    let kernels = match dir {
+        None => {
+            let rt = alexc_runtime::Runtime::new(&model, &runtime_options(args), generator)
+                .with_context(|| format!("compiling the kernels with {}", generator.name()))?;
+            rt.kernels().len()
+        }
+        Some(dir) => {
+            let rt = alexc_runtime::Runtime::new(
+                &model,
+                &runtime_options(args),
+                &alexc_runtime::EvalBackend,
+            )
+            .context("lowering the model to kernels")?;
+            alexc_runtime::write_aot(rt.kernels(), dir)
+                .with_context(|| format!("writing native code to {}", dir.display()))?;
+            rt.kernels().len()
+        }
+    };
+    let target = alexc_llvm::Target::host().context("the host target")?;
+    eprintln!(
+        "compiled {kernels} kernels with {} for {} ({} f32 lanes, {} threads) in {:.2} s",
+        generator.name(),
+        target.cpu,
+        generator.lower_options().vector_width,
+        alexc_llvm::threads(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 /// The kernels of the compiled model — exactly what a backend receives from
 /// the runtime (aliased in-place parameters merged) — as kernel IR, LLVM IR
 /// or assembly.
-fn emit_code(args: &CompileArgs) -> Result<String, CliError> {
+fn emit_code(args: &CompileArgs, level: Emit) -> Result<String, CliError> {
     let model = alexc_frontend::load(&args.model, args.batch as usize)?;
-    let options = alexc_runtime::Options {
-        train: args.train,
-        no_fuse: args.no_fuse,
-        ..Default::default()
-    };
     // The evaluator backend "compiles" instantly; only the kernels are used.
-    let rt = alexc_runtime::Runtime::new(&model, &options, &alexc_runtime::EvalBackend)
-        .context("lowering the model to kernels")?;
+    let rt =
+        alexc_runtime::Runtime::new(&model, &runtime_options(args), &alexc_runtime::EvalBackend)
+            .context("lowering the model to kernels")?;
     let kernels = rt.kernels();
+    match (level, args.backend) {
+        (Emit::LlvmIr | Emit::Asm, crate::CompileBackend::Llvm) => {}
+        (Emit::Clif, crate::CompileBackend::Cranelift) | (Emit::Kernel, _) => {}
+        (Emit::Clif, _) => {
+            return Err(anyhow::anyhow!("--emit clif needs --backend cranelift").into())
+        }
+        _ => return Err(anyhow::anyhow!("--emit llvm-ir and asm need --backend llvm").into()),
+    }
     let target = || alexc_llvm::Target::host().context("the host target");
-    Ok(match args.emit {
+    Ok(match level {
         Emit::LlvmIr => {
             alexc_llvm::llvm_ir_text(kernels, &target()?, true).context("emitting LLVM IR")?
         }
         Emit::Asm => alexc_llvm::asm_text(kernels, &target()?).context("emitting assembly")?,
+        Emit::Clif => {
+            alexc_codegen_cranelift::clif_text(kernels).context("emitting Cranelift IR")?
+        }
         _ => kernels
             .iter()
             .map(alexc_kernel::to_text)

@@ -10,6 +10,7 @@
 //! offending snippet and a hint; every other error is one readable message.
 //! Nothing the user passes makes this program panic.
 
+mod bench;
 mod compile;
 mod images;
 mod run;
@@ -27,6 +28,9 @@ struct Cli {
     /// More log output (-v: info, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Threads for compiled kernels' parallel loops (default: all cores).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..1025))]
+    threads: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +43,8 @@ enum Command {
     Run(RunArgs),
     /// Run training steps on one fixed batch and print the loss per step.
     Step(StepArgs),
+    /// Time compiled plans kernel by kernel; compare fused and unfused plans.
+    Bench(bench::BenchArgs),
 }
 
 /// What `compile --emit` writes.
@@ -60,6 +66,8 @@ pub enum Emit {
     LlvmIr,
     /// The assembly LLVM generates for this CPU.
     Asm,
+    /// The Cranelift IR of every kernel (`--backend cranelift`).
+    Clif,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,12 +77,20 @@ pub struct CompileArgs {
     /// The batch size the symbolic batch dimension "N" is bound to.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
-    /// What to produce.
-    #[arg(long, value_enum, default_value_t = Emit::Summary)]
-    pub emit: Emit,
-    /// Write the output to this file instead of standard output.
+    /// What to produce, one level or several (comma-separated); default:
+    /// the summary. Several levels need `-o DIR`.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub emit: Vec<Emit>,
+    /// With one `--emit` level: write it to this file instead of standard
+    /// output. Otherwise a directory for the compiled plan: native code
+    /// (`kernels.o`, `libkernels.so`), `manifest.json`, `plan.json`, the
+    /// summary and every `--emit` level.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// The code generator: `llvm` compiles every kernel to native code for
+    /// this CPU; `none` stops after lowering to kernel IR.
+    #[arg(long, value_enum, default_value_t = CompileBackend::Llvm)]
+    pub backend: CompileBackend,
     /// Build the training graph: forward, loss, backward and SGD updates.
     #[arg(long)]
     pub train: bool,
@@ -95,6 +111,17 @@ pub struct CompileArgs {
     pub explain_fusion: bool,
 }
 
+/// Code generators for `compile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompileBackend {
+    /// LLVM: native code for this CPU.
+    Llvm,
+    /// Cranelift: native code, compiled an order of magnitude faster.
+    Cranelift,
+    /// No native code: graph and kernel IR only.
+    None,
+}
+
 /// Execution engines for `run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
@@ -102,14 +129,27 @@ pub enum Backend {
     Interp,
     /// Compiled: the pass pipeline, kernel IR, LLVM (JIT for the host CPU).
     Llvm,
+    /// Compiled like `llvm`, with the Cranelift JIT (fast compiles, slower code).
+    Cranelift,
 }
 
 impl Backend {
+    /// The runtime backend that compiles for this choice (the interpreter
+    /// runs the runtime's graph, so its kernels stay on the evaluator).
+    pub fn runtime(self) -> &'static dyn alexc_runtime::Backend {
+        match self {
+            Backend::Interp => &alexc_runtime::EvalBackend,
+            Backend::Llvm => &alexc_runtime::LlvmBackend,
+            Backend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
+        }
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
             Backend::Llvm => "llvm",
+            Backend::Cranelift => "cranelift",
         }
     }
 }
@@ -134,8 +174,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub save_logits: Option<PathBuf>,
     /// The execution engine.
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    #[arg(long, value_enum, default_value_t = Backend::Llvm)]
     pub backend: Backend,
+    /// Run the native code `alexc compile MODEL -o DIR` wrote (checked
+    /// against the model's kernels) instead of compiling (`--backend llvm`).
+    #[arg(long, value_name = "DIR")]
+    pub aot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,10 +261,14 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    if let Some(n) = cli.threads {
+        alexc_llvm::set_threads(n as usize);
+    }
     let result = match cli.command {
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
         Command::Step(args) => step::step(&args),
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -142,6 +142,9 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let mut start = Instant::now();
     let mut feeds = HashMap::new();
     feeds.insert(input_name, Value::Float(batch.data));
+    if args.aot.is_some() && args.backend != crate::Backend::Llvm {
+        return Err(anyhow!("--aot runs native code: use it with --backend llvm").into());
+    }
     let logits = match args.backend {
         crate::Backend::Interp => alexc_interp::run(graph, &weights, &feeds, Mode::Eval)
             .context("running the reference interpreter")?
@@ -149,12 +152,25 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             .next()
             .and_then(Value::into_float)
             .ok_or_else(|| anyhow!("the model's first output is not a float tensor"))?,
-        crate::Backend::Llvm => {
+        crate::Backend::Llvm | crate::Backend::Cranelift => {
             let options = alexc_runtime::Options::default();
-            let mut rt = alexc_runtime::Runtime::new(&model, &options, &alexc_runtime::LlvmBackend)
-                .context("compiling the model with LLVM")?;
+            let mut rt = match &args.aot {
+                None => alexc_runtime::Runtime::new(&model, &options, args.backend.runtime())
+                    .with_context(|| format!("compiling the model with {}", args.backend.name()))?,
+                Some(dir) => {
+                    let backend = alexc_runtime::AotBackend { dir: dir.clone() };
+                    alexc_runtime::Runtime::new(&model, &options, &backend).with_context(|| {
+                        format!("loading the compiled plan in {}", dir.display())
+                    })?
+                }
+            };
             eprintln!(
-                "compiled {} kernels with LLVM in {:.2} s",
+                "{} {} kernels in {:.2} s",
+                if args.aot.is_some() {
+                    "loaded"
+                } else {
+                    "compiled"
+                },
                 rt.kernels().len(),
                 start.elapsed().as_secs_f64()
             );

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use alexc_interp::{Mode, Value};
-use alexc_runtime::{Dropout, EvalBackend, LlvmBackend, Options, Runtime};
+use alexc_runtime::{Dropout, Options, Runtime};
 use alexc_tensor::{read_npy, Tensor};
 use anyhow::{anyhow, bail, Context};
 
@@ -55,15 +55,13 @@ fn run_steps(
     let start = Instant::now();
     // The interpreter runs the runtime's training graph; its kernels are
     // then never called, so they stay on the (instant) kernel evaluator.
-    let backend: &dyn alexc_runtime::Backend = match args.backend {
-        Backend::Llvm => &LlvmBackend,
-        Backend::Interp => &EvalBackend,
-    };
+    let backend = args.backend.runtime();
     let mut rt = Runtime::new(model, &options, backend).context("compiling the training graph")?;
-    if args.backend == Backend::Llvm {
+    if args.backend != Backend::Interp {
         eprintln!(
-            "compiled {} kernels with LLVM in {:.2} s",
+            "compiled {} kernels with {} in {:.2} s",
             rt.kernels().len(),
+            args.backend.name(),
             start.elapsed().as_secs_f64()
         );
     }
@@ -80,7 +78,7 @@ fn run_steps(
         let seed = args.seed.wrapping_add(step as u64);
         let t = Instant::now();
         let loss = match args.backend {
-            Backend::Llvm => {
+            Backend::Llvm | Backend::Cranelift => {
                 let dropout = if args.no_dropout {
                     Dropout::Off
                 } else {
@@ -98,7 +96,7 @@ fn run_steps(
     }
     if let Some(path) = &args.save_weights {
         match args.backend {
-            Backend::Llvm => rt.save_state(path)?,
+            Backend::Llvm | Backend::Cranelift => rt.save_state(path)?,
             Backend::Interp => alexc_tensor::save_weights(path, &state)?,
         }
         eprintln!("saved weights and momentum to {}", path.display());

@@ -591,3 +591,116 @@ fn emit_kernel_ir_llvm_ir_and_asm() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("ret"), "no assembly");
 }
+
+#[test]
+fn compile_to_a_directory_and_run_the_library() {
+    let dir = temp_dir("aot");
+    let plan = dir.join("plan");
+    let plan_arg = plan.to_str().expect("utf-8");
+    let out = alexc(&[
+        "compile",
+        "models/alexnet-small.ron",
+        "--batch",
+        "2",
+        "--emit",
+        "kernel,llvm-ir",
+        "-o",
+        plan_arg,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in [
+        "kernels.o",
+        "libkernels.so",
+        "manifest.json",
+        "plan.json",
+        "summary.txt",
+        "kernels.kir",
+        "kernels.ll",
+    ] {
+        assert!(plan.join(file).is_file(), "{file} missing");
+    }
+    assert!(stderr(&out).contains("compiled"), "{}", stderr(&out));
+
+    // Two images, run from the library and compiled just in time: the same
+    // logits.
+    let input = dir.join("x.npy");
+    let data: Vec<f32> = (0..2 * 28 * 28).map(|i| (i % 17) as f32 / 17.0).collect();
+    let images = alexc_tensor::Tensor::new(vec![2, 1, 28, 28], data).expect("a batch");
+    alexc_tensor::write_npy(&input, &images).expect("input written");
+    let logits = |extra: &[&str]| {
+        let path = dir.join(format!("logits{}.npy", extra.len()));
+        let mut args = vec![
+            "run",
+            "models/alexnet-small.ron",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--save-logits",
+            path.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        let out = alexc(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::read(&path).expect("logits written")
+    };
+    assert_eq!(logits(&["--aot", plan_arg]), logits(&[]));
+
+    // A library for another batch size is refused, with the reason.
+    let out = alexc(&[
+        "run",
+        "models/alexnet-small.ron",
+        "--input",
+        "tests/fixtures/alexnet-small-step/input.npy",
+        "--aot",
+        plan_arg,
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("do not match"), "{}", stderr(&out));
+}
+
+#[test]
+fn several_levels_need_a_directory() {
+    let out = alexc(&[
+        "compile",
+        "models/alexnet-small.ron",
+        "--emit",
+        "graph,kernel",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("-o DIR"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_compares_fused_and_unfused_plans() {
+    let dir = temp_dir("bench");
+    let json = dir.join("bench.json");
+    let out = alexc(&[
+        "bench",
+        "models/alexnet-small.ron",
+        "--train",
+        "--batch",
+        "4",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "fused plan",
+        "unfused plan",
+        "conv2+relu2.backward",
+        "fused / unfused: time",
+        "outputs agree",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in\n{text}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    assert_eq!(report["plans"].as_array().map(Vec::len), Some(2));
+    assert!(report["max_rel_diff"].as_f64().expect("a number") <= 1e-4);
+}

@@ -35,6 +35,7 @@ pub mod eval;
 mod ids;
 mod kernel;
 pub mod print;
+pub mod vector;
 pub mod verify;
 
 pub use eval::{eval, EvalError, HostBuffer};

@@ -35,6 +35,8 @@ use inkwell::{FloatPredicate, IntPredicate};
 
 use crate::{LlvmError, Target};
 
+mod widen;
+
 /// Name of the Rust-provided parallel-for entry point (see [`crate::parallel`]).
 pub(crate) const PARALLEL_FOR: &str = "alexc_parallel_for";
 
@@ -143,6 +145,10 @@ struct FnEmitter<'ctx> {
     scope: BTreeMap<VarId, Binding<'ctx>>,
     /// How many `Vectorized` loops enclose the current point.
     vector_depth: usize,
+    /// The lanes of the widened `Vectorized` loop being emitted, if any.
+    lanes: Option<widen::Lanes<'ctx>>,
+    /// Vector stack slots of the variables declared in widened loops.
+    lane_slots: BTreeMap<VarId, (PointerValue<'ctx>, DType)>,
 }
 
 struct ModuleEmitter<'a, 'ctx> {
@@ -284,6 +290,8 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
             slots: BTreeMap::new(),
             scope: BTreeMap::new(),
             vector_depth: 0,
+            lanes: None,
+            lane_slots: BTreeMap::new(),
         }
     }
 
@@ -406,6 +414,14 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
     }
 
     fn emit_stmt(&mut self, stmt: &Stmt) -> Result<(), LlvmError> {
+        if self.f()?.lanes.is_some()
+            && matches!(
+                stmt,
+                Stmt::Store { .. } | Stmt::Let { .. } | Stmt::Assign { .. }
+            )
+        {
+            return self.emit_lane_stmt(stmt);
+        }
         match stmt {
             Stmt::For {
                 var,
@@ -416,6 +432,9 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
                 let end = self.emit_idx(extent)?;
                 match kind {
                     LoopKind::Parallel => self.emit_parallel(*var, end, body),
+                    LoopKind::Vectorized { width } => {
+                        self.emit_vectorized(*var, extent, end, *width, body)
+                    }
                     _ => {
                         let zero = self.cx.i64_type().const_zero();
                         self.emit_loop(*var, zero, end, *kind, body)
@@ -495,6 +514,35 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
         body: &[Stmt],
     ) -> Result<(), LlvmError> {
         let name = self.var_name(var);
+        let vectorized = matches!(kind, LoopKind::Vectorized { .. });
+        self.emit_loop_with(&name, start, end, kind, &mut |this, i| {
+            {
+                let f = this.fm()?;
+                f.scope.insert(var, Binding::Loop(i));
+                if vectorized {
+                    f.vector_depth += 1;
+                }
+            }
+            this.emit_block(body)?;
+            let f = this.fm()?;
+            f.scope.remove(&var);
+            if vectorized {
+                f.vector_depth -= 1;
+            }
+            Ok(())
+        })
+    }
+
+    /// A counted loop `start..end` whose body `emit_body` emits for the
+    /// induction value it is given; `kind` only chooses the loop metadata.
+    fn emit_loop_with(
+        &mut self,
+        name: &str,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        kind: LoopKind,
+        emit_body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), LlvmError>,
+    ) -> Result<(), LlvmError> {
         let func = self.f()?.func;
         let i64t = self.cx.i64_type();
         let pre = self
@@ -507,7 +555,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
         self.b()?.build_unconditional_branch(header)?;
 
         self.b()?.position_at_end(header);
-        let phi = self.b()?.build_phi(i64t, &name)?;
+        let phi = self.b()?.build_phi(i64t, name)?;
         phi.add_incoming(&[(&start, pre)]);
         let i = phi.as_basic_value().into_int_value();
         let more =
@@ -516,22 +564,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
         self.b()?.build_conditional_branch(more, body_bb, exit)?;
 
         self.b()?.position_at_end(body_bb);
-        let vectorized = matches!(kind, LoopKind::Vectorized { .. });
-        {
-            let f = self.fm()?;
-            f.scope.insert(var, Binding::Loop(i));
-            if vectorized {
-                f.vector_depth += 1;
-            }
-        }
-        self.emit_block(body)?;
-        {
-            let f = self.fm()?;
-            f.scope.remove(&var);
-            if vectorized {
-                f.vector_depth -= 1;
-            }
-        }
+        emit_body(self, i)?;
         let latch = self
             .b()?
             .get_insert_block()
@@ -705,26 +738,19 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
         let props: Vec<BasicMetadataValueEnum<'ctx>> = match kind {
             LoopKind::Serial | LoopKind::Parallel => return None,
             LoopKind::Unrolled => vec![self.md_prop("llvm.loop.unroll.full", None).into()],
-            LoopKind::Vectorized { width } => vec![
-                self.md_prop(
-                    "llvm.loop.vectorize.enable",
-                    Some(self.cx.bool_type().const_int(1, false)),
-                )
-                .into(),
-                self.md_prop(
-                    "llvm.loop.vectorize.width",
-                    Some(self.cx.i32_type().const_int(u64::from(width.max(1)), false)),
-                )
-                .into(),
-                self.cx
-                    .metadata_node(&[
-                        self.cx
-                            .metadata_string("llvm.loop.parallel_accesses")
-                            .into(),
-                        self.access_group().into(),
-                    ])
-                    .into(),
-            ],
+            // Loops the emitter could not widen (see `widen`): no forced
+            // vectorization — LLVM warns on stderr when a forced loop fails
+            // to vectorize — only the IR's promise that iterations do not
+            // depend on each other, so its cost model may still vectorize.
+            LoopKind::Vectorized { .. } => vec![self
+                .cx
+                .metadata_node(&[
+                    self.cx
+                        .metadata_string("llvm.loop.parallel_accesses")
+                        .into(),
+                    self.access_group().into(),
+                ])
+                .into()],
         };
         Some(self_referential_node(self.cx, &props))
     }
@@ -994,6 +1020,21 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
             .ok_or_else(|| LlvmError::Llvm(format!("intrinsic {name} not found")))
     }
 
+    /// Fast-math flags of a float operation: `contract` everywhere (FMA
+    /// formation), and `reassoc` inside `Vectorized` loops, whose reductions
+    /// the kernel IR lets backends reassociate (so the vectorizer may keep
+    /// per-lane partial sums).
+    fn fp_flags(&self, inst: Option<InstructionValue<'ctx>>) -> Result<(), LlvmError> {
+        use inkwell::values::FastMathFlags;
+        let Some(inst) = inst else { return Ok(()) };
+        let flags = if self.f()?.vector_depth > 0 {
+            FastMathFlags::AllowContract | FastMathFlags::AllowReassoc
+        } else {
+            FastMathFlags::AllowContract
+        };
+        inst.set_fast_math_flags(flags).map_err(LlvmError::llvm)
+    }
+
     fn call_intrinsic(&self, name: &str, args: &[Val<'ctx>]) -> Result<Val<'ctx>, LlvmError> {
         let ty = args
             .first()
@@ -1008,6 +1049,9 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
             .try_as_basic_value()
             .basic()
             .ok_or_else(|| LlvmError::Llvm(format!("intrinsic {name} returned void")))?;
+        if name == "llvm.fmuladd" {
+            self.fp_flags(v.as_instruction_value())?;
+        }
         Ok(match v {
             BasicValueEnum::FloatValue(v) => Val::F(v),
             BasicValueEnum::IntValue(v) => Val::I(v),
@@ -1183,7 +1227,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
                     BinOp::Min => return self.call_intrinsic("llvm.minnum", &[a, b]),
                     BinOp::Pow => return self.call_intrinsic("llvm.pow", &[a, b]),
                 };
-                contract(v)?;
+                self.fp_flags(v.as_instruction_value())?;
                 Ok(Val::F(v))
             }
             (Val::I(x), Val::I(y)) => {
@@ -1208,7 +1252,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
             Val::F(x) => match op {
                 UnOp::Neg => {
                     let v = self.b()?.build_float_neg(x, "")?;
-                    contract(v)?;
+                    self.fp_flags(v.as_instruction_value())?;
                     Ok(Val::F(v))
                 }
                 UnOp::Exp => self.call_intrinsic("llvm.exp", &[a]),
@@ -1221,7 +1265,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
                     };
                     let one = self.cx.f32_type().const_float(1.0);
                     let v = self.b()?.build_float_div(one, s, "")?;
-                    contract(v)?;
+                    self.fp_flags(v.as_instruction_value())?;
                     Ok(Val::F(v))
                 }
             },
@@ -1298,14 +1342,6 @@ fn self_referential_node<'ctx>(
         LLVMMetadataReplaceAllUsesWith(temp, node);
         MetadataValue::new(LLVMMetadataAsValue(raw_cx, node))
     }
-}
-
-fn contract(v: FloatValue<'_>) -> Result<(), LlvmError> {
-    if let Some(inst) = v.as_instruction_value() {
-        inst.set_fast_math_flags(inkwell::values::FastMathFlags::AllowContract)
-            .map_err(LlvmError::llvm)?;
-    }
-    Ok(())
 }
 
 fn set_align(inst: Option<InstructionValue<'_>>, align: u32) -> Result<(), LlvmError> {

@@ -1,6 +1,8 @@
 //! The backend's error type: malformed kernels, LLVM failures and bad calls
 //! all end here, never in a panic.
 
+use std::path::PathBuf;
+
 use alexc_kernel::{BufId, DType, VarId};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,20 @@ pub enum LlvmError {
         got_dtype: DType,
         got_len: usize,
     },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("linking {}: {message}", library.display())]
+    Link { library: PathBuf, message: String },
+    #[error("{}: not a readable AOT manifest: {message}", path.display())]
+    BadManifest { path: PathBuf, message: String },
+    #[error("the AOT artifacts in {} do not match the kernels being run: {reason}; rebuild them (`alexc compile MODEL -o DIR`)", dir.display())]
+    StaleArtifacts { dir: PathBuf, reason: String },
+    #[error("loading {}: {message}", library.display())]
+    Load { library: PathBuf, message: String },
 }
 
 impl LlvmError {

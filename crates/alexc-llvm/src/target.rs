@@ -44,6 +44,19 @@ impl Target {
         })
     }
 
+    /// f32 lanes of the widest vector registers the features enable: 16
+    /// with AVX-512F, 8 with AVX, 4 otherwise (SSE, NEON).
+    pub fn vector_width(&self) -> u32 {
+        let has = |f: &str| self.features.split(',').any(|x| x == f);
+        if has("+avx512f") {
+            16
+        } else if has("+avx") {
+            8
+        } else {
+            4
+        }
+    }
+
     /// An LLVM target machine for this target, at `-O3`.
     pub(crate) fn machine(&self) -> Result<TargetMachine, LlvmError> {
         init_native()?;

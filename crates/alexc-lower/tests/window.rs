@@ -1,16 +1,19 @@
 //! LRN, pooling, the fused LRN + max-pool and their gradients against the
 //! reference interpreter, at odd sizes, with and without padding, with
-//! strides smaller than, equal to and larger than the kernel, and widths
-//! that are not multiples of the vector width.
+//! strides smaller than, equal to and larger than the kernel, widths that
+//! are not multiples of the vector width, LRN gradients over one and
+//! several spatial tiles, and planes large enough that the kernels keep
+//! their scratch in a workspace instead of locals.
 //!
 //! Max-pooling (forward and backward) is compared **exactly**: it selects
 //! values and sums the selected gradients in the reference's order. Inputs
 //! are quantized to multiples of 1/8 so that windows contain ties and the
-//! first-maximum rule is exercised. Everything involving LRN (sums of
-//! squares and `pow`) and average pooling (sums and a division) uses the
-//! common tolerance (`REL` = 1e-6 relative, `ABS` = 1e-7): the kernels keep
-//! the reference's order, so the evaluator is in fact bit-identical, but a
-//! backend may contract into FMAs and use its own `pow`.
+//! first-maximum rule is exercised. Everything involving LRN and average
+//! pooling (sums and a division) uses the common tolerance (`REL` = 1e-6
+//! relative, `ABS` = 1e-7): the kernels sum in the reference's order, but
+//! LRN computes `D^β` with square roots for β ∈ {0.75, 0.5} and multiplies
+//! by `1/D^β` (a few ulp from the reference's `x / powf(D, β)`), and a
+//! backend may contract into FMAs.
 
 #![allow(
     clippy::unwrap_used,
@@ -49,6 +52,8 @@ fn lrn_attrs(size: usize, convention: AlphaConvention) -> LrnAttrs {
 
 const LRN_CASES: &[(&[usize], usize)] = &[
     (&[2, 7, 5, 5], 5),
+    // 575 positions: the gradient's two spatial tiles, the second partial.
+    (&[2, 4, 23, 25], 5),
     (&[1, 3, 4, 9], 5),
     (&[2, 6, 3, 3], 4),
     (&[1, 9, 11], 3),
@@ -241,6 +246,139 @@ fn fused_lrn_max_pool_and_its_gradient_match_the_unfused_reference() {
     }
 }
 
+#[test]
+fn lrn_powers_other_than_three_quarters_match_the_reference() {
+    let shape = [2, 6, 3, 7];
+    for beta in [0.5, 1.0, 0.6] {
+        let attrs = LrnAttrs {
+            beta,
+            ..lrn_attrs(3, AlphaConvention::DividedBySize)
+        };
+        let xs: Vec<f32> = data(shape.iter().product(), 7, false)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
+        let x = tensor(&shape, &xs);
+        let want = ops::lrn(&x, &attrs).unwrap();
+        let dys = data(want.len(), 77, false);
+        let want_dx = ops::lrn_backward(&x, &tensor(&shape, &dys), &attrs).unwrap();
+        check_pair(
+            &shape,
+            Op::Lrn(attrs.clone()),
+            Op::LrnBackward(attrs),
+            &xs,
+            &dys,
+            want.data(),
+            want_dx.data(),
+            false,
+        );
+    }
+}
+
+/// Whether the lowered kernels of node `id` bind a workspace.
+fn uses_workspace(g: &Graph, id: alexc_ir::NodeId) -> bool {
+    alexc_lower::lower_node(g, id, &Default::default())
+        .unwrap()
+        .iter()
+        .any(|k| {
+            k.args
+                .iter()
+                .any(|a| matches!(a, alexc_lower::Arg::Workspace { .. }))
+        })
+}
+
+/// Planes whose scratch exceeds the kernels' local budget (1 MiB) get it
+/// as workspace slices, one per parallel iteration; the results stay the
+/// reference's. One option set only: the evaluator is slow at this size.
+#[test]
+fn large_planes_keep_scratch_in_a_workspace() {
+    let options = alexc_lower::LowerOptions {
+        vector_width: 8,
+        parallel: true,
+    };
+    let pool = Pool2dAttrs {
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1],
+    };
+    let cases: [(&[usize], Option<LrnAttrs>); 2] = [
+        (&[1, 2, 560, 470], None),
+        (
+            &[1, 3, 150, 148],
+            Some(lrn_attrs(5, AlphaConvention::DividedBySize)),
+        ),
+    ];
+    for (shape, lrn) in cases {
+        let (fwd, bwd) = match &lrn {
+            None => (
+                Op::MaxPool2d(pool.clone()),
+                Op::MaxPool2dBackward(pool.clone()),
+            ),
+            Some(l) => {
+                let attrs = LrnMaxPoolAttrs {
+                    lrn: l.clone(),
+                    pool: pool.clone(),
+                };
+                (Op::LrnMaxPool(attrs.clone()), Op::LrnMaxPoolBackward(attrs))
+            }
+        };
+        let xs = data(shape.iter().product(), 11, true);
+        let x = tensor(shape, &xs);
+        let want = match &lrn {
+            None => ops::max_pool2d(&x, &pool).unwrap(),
+            Some(l) => ops::lrn_max_pool(
+                &x,
+                &LrnMaxPoolAttrs {
+                    lrn: l.clone(),
+                    pool: pool.clone(),
+                },
+            )
+            .unwrap(),
+        };
+        let dys = data(want.len(), 12, false);
+        let dy_t = tensor(want.shape(), &dys);
+        let want_dx = match &lrn {
+            None => ops::max_pool2d_backward(&x, &dy_t, &pool).unwrap(),
+            Some(l) => ops::lrn_max_pool_backward(
+                &x,
+                &dy_t,
+                &LrnMaxPoolAttrs {
+                    lrn: l.clone(),
+                    pool: pool.clone(),
+                },
+            )
+            .unwrap(),
+        };
+        let mut g = Graph::new("t", shape[0]);
+        let xv = input(&mut g, "x", shape);
+        let id = g.add("fwd", fwd, &[xv]).unwrap();
+        let dy = input(&mut g, "dy", want.shape());
+        let bid = g.add("bwd", bwd, &[xv, dy]).unwrap();
+        // The backward always needs a workspace here; the forward only
+        // without LRN (its plane is the larger one).
+        assert!(uses_workspace(&g, bid), "{shape:?}");
+        assert_eq!(uses_workspace(&g, id), lrn.is_none(), "{shape:?}");
+        let cmp = if lrn.is_some() {
+            assert_close
+        } else {
+            assert_exact
+        };
+        let got = run(&g, id, &[HostBuffer::F32(xs.clone())], &options);
+        cmp(f32s(&got[0]), want.data(), &format!("forward {shape:?}"));
+        let got = run(
+            &g,
+            bid,
+            &[HostBuffer::F32(xs.clone()), HostBuffer::F32(dys)],
+            &options,
+        );
+        cmp(
+            f32s(&got[0]),
+            want_dx.data(),
+            &format!("backward {shape:?}"),
+        );
+    }
+}
+
 /// The printed kernels of one node, lowered with the default options.
 fn printed(g: &Graph, id: alexc_ir::NodeId) -> String {
     alexc_lower::lower_node(g, id, &Default::default())
@@ -292,6 +430,32 @@ fn max_pool_backward_kernel_ir() {
     };
     let id = g
         .add("pool1_bw", Op::MaxPool2dBackward(attrs), &[x, dy])
+        .unwrap();
+    insta::assert_snapshot!(printed(&g, id));
+}
+
+/// The fused gradient: per sample, the channel walk with its two rings.
+#[test]
+fn lrn_max_pool_backward_kernel_ir() {
+    let mut g = Graph::new("t", 2);
+    let x = input(&mut g, "x", &[2, 8, 13, 13]);
+    let dy = input(&mut g, "dy", &[2, 8, 6, 6]);
+    let attrs = LrnMaxPoolAttrs {
+        lrn: LrnAttrs {
+            size: 5,
+            alpha: 1e-4,
+            beta: 0.75,
+            k: 2.0,
+            alpha_convention: AlphaConvention::DividedBySize,
+        },
+        pool: Pool2dAttrs {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+    };
+    let id = g
+        .add("norm1_bw", Op::LrnMaxPoolBackward(attrs), &[x, dy])
         .unwrap();
     insta::assert_snapshot!(printed(&g, id));
 }

@@ -12,6 +12,7 @@
 
 use alexc_kernel::eval::{eval, HostBuffer};
 use alexc_kernel::{Access, BufferKind, DType, Kernel};
+use alexc_lower::LowerOptions;
 
 use crate::RuntimeError;
 
@@ -71,16 +72,53 @@ pub struct Memory<'a> {
     pub external: &'a mut [ExternalStore],
 }
 
+/// Host memory, read-only.
+#[derive(Debug, Clone, Copy)]
+pub struct HostView<'a> {
+    pub arena: &'a [f32],
+    pub workspace: &'a [f32],
+    pub external: &'a [ExternalStore],
+}
+
+/// The f32 elements `binding` addresses in host memory.
+pub fn read_host(host: &HostView<'_>, b: &Binding) -> Result<Vec<f32>, RuntimeError> {
+    let range = b.offset..b.offset + b.len;
+    let data = match b.region {
+        Region::Arena => host.arena.get(range),
+        Region::Workspace => host.workspace.get(range),
+        Region::External(i) => match host.external.get(i) {
+            Some(ExternalStore::F32(v)) => v.get(range),
+            _ => None,
+        },
+    };
+    data.map(<[f32]>::to_vec)
+        .ok_or_else(|| RuntimeError::Internal(format!("binding {b:?} is not readable f32 memory")))
+}
+
 /// Compiles kernels.
 pub trait Backend {
     /// The name used on the command line (`interp-kernels`, `llvm`, …).
     fn name(&self) -> &'static str;
+
+    /// The lowering choices that suit this backend's target (vector width,
+    /// threads); used unless the caller sets [`crate::Options::lower`].
+    fn lower_options(&self) -> LowerOptions {
+        LowerOptions::default()
+    }
 
     /// Compiles `kernels`; the executable runs `kernels[i]` as index `i`.
     fn compile(&self, kernels: &[Kernel]) -> Result<Box<dyn Executable>, RuntimeError>;
 }
 
 /// Compiled kernels, callable by index.
+///
+/// Memory protocol: the runtime keeps every buffer in host memory
+/// ([`Memory`]) and host backends run on it directly. A backend with memory
+/// of its own (a GPU) mirrors it: the runtime calls [`Executable::upload`]
+/// after it writes an external buffer on the host (a batch, labels, the
+/// learning rate, masks, loaded state), and reads every result through
+/// [`Executable::read`], so parameters, gradients and momentum never leave
+/// the device between steps.
 pub trait Executable {
     /// Runs kernel `index` with its parameters bound as `bindings` (in the
     /// kernel's parameter order; already checked by the runtime).
@@ -90,6 +128,17 @@ pub trait Executable {
         memory: &mut Memory<'_>,
         bindings: &[Binding],
     ) -> Result<(), RuntimeError>;
+
+    /// External buffer `slot` changed on the host.
+    fn upload(&mut self, host: &HostView<'_>, slot: usize) -> Result<(), RuntimeError> {
+        let _ = (host, slot);
+        Ok(())
+    }
+
+    /// The f32 elements of `binding` as the kernels left them.
+    fn read(&self, host: &HostView<'_>, binding: &Binding) -> Result<Vec<f32>, RuntimeError> {
+        read_host(host, binding)
+    }
 }
 
 /// The kernel IR evaluator as a backend.

@@ -26,8 +26,10 @@ use alexc_passes::mem_plan::MemoryPlan;
 use alexc_passes::{default_pipeline, PipelineMode, PipelineOptions, TrainingOptions};
 use alexc_tensor::{Tensor, Weights};
 
-pub use backend::{Backend, Binding, EvalBackend, Executable, ExternalStore, Memory, Region};
-pub use llvm::LlvmBackend;
+pub use backend::{
+    read_host, Backend, Binding, EvalBackend, Executable, ExternalStore, HostView, Memory, Region,
+};
+pub use llvm::{write_aot, AotArtifacts, AotBackend, LlvmBackend};
 
 /// Everything that can go wrong, as the caller sees it.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,11 @@ pub struct Options {
     /// Build the training graph (forward, loss, backward, SGD updates).
     pub train: bool,
     pub no_fuse: bool,
-    pub lower: LowerOptions,
+    /// Lowering choices; `None`: what the backend prefers
+    /// ([`Backend::lower_options`], e.g. the host's vector width).
+    pub lower: Option<LowerOptions>,
+    /// Passes of the pipeline to skip (by name, as `--disable-pass`).
+    pub disabled_passes: std::collections::BTreeSet<String>,
 }
 
 /// One kernel launch.
@@ -83,6 +89,40 @@ pub struct Options {
 struct Step {
     kernel: usize,
     bindings: Vec<Binding>,
+    /// The graph node this kernel implements (one node may lower to several
+    /// kernels).
+    node: String,
+}
+
+/// Where the time of executions went, per kernel launch, accumulated since
+/// profiling was switched on (see [`Runtime::set_profiling`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    /// How many executions (`infer` or `train_step` calls) were timed.
+    pub runs: u64,
+    /// One entry per kernel launch, in execution order.
+    pub launches: Vec<LaunchProfile>,
+}
+
+/// One kernel launch's accumulated time and its static costs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchProfile {
+    /// The graph node (after fusion) the kernel belongs to.
+    pub node: String,
+    /// The node's operation (`conv_relu`, `lrn_max_pool_backward`, …).
+    pub op: String,
+    pub kernel: String,
+    /// Total time over all timed runs.
+    pub seconds: f64,
+    /// Floating-point operations of one run of this launch, counting a
+    /// multiply-accumulate as two; only convolutions and linear layers (and
+    /// their backward passes) are counted, the kernels a GFLOP/s figure means
+    /// something for. A backward node's count is split between its `_dx`
+    /// and `_dw` GEMMs; any other node's goes to its first kernel.
+    pub flops: u64,
+    /// Bytes of the kernel's parameters (each buffer counted once, read or
+    /// written): the compulsory memory traffic of one run.
+    pub bytes: u64,
 }
 
 /// A compiled model with its memory.
@@ -99,6 +139,9 @@ pub struct Runtime {
     /// External node name → slot in `external`.
     slots: BTreeMap<String, usize>,
     outputs: Vec<(Binding, Vec<usize>)>,
+    /// Per-step accumulated time while profiling; `None` when off.
+    timings: Option<Vec<std::time::Duration>>,
+    timed_runs: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -151,6 +194,7 @@ impl Runtime {
                 },
             },
             no_fuse: options.no_fuse,
+            disabled: options.disabled_passes.clone(),
             verify_each: true,
             ..PipelineOptions::default()
         };
@@ -188,19 +232,25 @@ impl Runtime {
             external,
             slots,
             outputs: Vec::new(),
+            timings: None,
+            timed_runs: 0,
         };
         if rt.plan.arena_bytes % 4 != 0 {
             return Err(compile_err("the arena size is not a multiple of 4 bytes"));
         }
         rt.arena = vec![0.0; (rt.plan.arena_bytes / 4) as usize];
         let mut workspace = 0usize;
+        let lower = options
+            .lower
+            .clone()
+            .unwrap_or_else(|| backend.lower_options());
         for name in rt.plan.order.clone() {
             let id = rt
                 .graph
                 .find(&name)
                 .ok_or_else(|| compile_err(format!("planned node `{name}` is missing")))?;
             let operands = rt.graph.operands(id);
-            for lowered in lower_node(&rt.graph, id, &options.lower).map_err(compile_err)? {
+            for lowered in lower_node(&rt.graph, id, &lower).map_err(compile_err)? {
                 let mut bindings = Vec::with_capacity(lowered.args.len());
                 let mut ws_offset = 0usize;
                 for arg in &lowered.args {
@@ -227,10 +277,21 @@ impl Runtime {
                 }
                 workspace = workspace.max(ws_offset);
                 let kernel = merge_aliases(lowered.kernel, &mut bindings)?;
+                // Generated code does no bounds checks: it relies on the
+                // verifier's proof that every access is in bounds.
+                alexc_kernel::verify(&kernel).map_err(|errors| {
+                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                    compile_err(format!(
+                        "kernel `{}` fails verification ({} errors; first: {first})",
+                        kernel.name,
+                        errors.len()
+                    ))
+                })?;
                 rt.check_bindings(&kernel, &bindings)?;
                 rt.steps.push(Step {
                     kernel: rt.kernels.len(),
                     bindings,
+                    node: name.clone(),
                 });
                 rt.kernels.push(kernel);
             }
@@ -366,16 +427,37 @@ impl Runtime {
                 found: shape.to_vec(),
             });
         }
-        match self.slots.get(name).and_then(|&s| self.external.get_mut(s)) {
+        let slot = self.slots.get(name).copied();
+        match slot.and_then(|s| self.external.get_mut(s)) {
             Some(ExternalStore::F32(v)) if v.len() == data.len() => {
                 v.copy_from_slice(data);
-                Ok(())
+                self.uploaded(slot.unwrap_or_default())
             }
             _ => Err(RuntimeError::Internal(format!(
                 "`{name}` is not an f32 external buffer of {} elements",
                 data.len()
             ))),
         }
+    }
+
+    /// The shape `[N, C, H, W]` of the image input `infer` and `train_step`
+    /// take.
+    pub fn image_shape(&self) -> Result<Vec<usize>, RuntimeError> {
+        let name = self.image_input()?;
+        let id = self
+            .graph
+            .find(&name)
+            .ok_or_else(|| RuntimeError::Internal(format!("no input `{name}`")))?;
+        Ok(self.graph[id].outputs[0].shape.dims().to_vec())
+    }
+
+    /// The number of classes (the logits' second dimension).
+    pub fn classes(&self) -> usize {
+        let logits = usize::from(self.train);
+        self.outputs
+            .get(logits)
+            .and_then(|(_, s)| s.get(1).copied())
+            .unwrap_or(0)
     }
 
     /// The name of the image input (the first f32 input).
@@ -393,10 +475,111 @@ impl Runtime {
             workspace: &mut self.workspace,
             external: &mut self.external,
         };
-        for step in &self.steps {
-            self.exec.run(step.kernel, &mut memory, &step.bindings)?;
+        match &mut self.timings {
+            None => {
+                for step in &self.steps {
+                    self.exec.run(step.kernel, &mut memory, &step.bindings)?;
+                }
+            }
+            Some(timings) => {
+                for (step, total) in self.steps.iter().zip(timings.iter_mut()) {
+                    let start = std::time::Instant::now();
+                    self.exec.run(step.kernel, &mut memory, &step.bindings)?;
+                    *total += start.elapsed();
+                }
+                self.timed_runs += 1;
+            }
         }
         Ok(())
+    }
+
+    /// Switches per-kernel timing on (clearing what was measured) or off.
+    /// The cost is two clock reads per kernel launch.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.timings = on.then(|| vec![std::time::Duration::ZERO; self.steps.len()]);
+        self.timed_runs = 0;
+    }
+
+    /// What profiling measured so far (empty launches when it is off).
+    pub fn profile(&self) -> Profile {
+        let Some(timings) = &self.timings else {
+            return Profile::default();
+        };
+        // A backward node's multiply-accumulates are split evenly between
+        // its input- and weight-gradient GEMMs (each costs one forward
+        // pass); any other node's go to its first kernel.
+        let is_gemm = |name: &str| name.ends_with("_dx") || name.ends_with("_dw");
+        let mut gemms: BTreeMap<&str, u64> = BTreeMap::new();
+        for step in &self.steps {
+            if is_gemm(&self.kernels[step.kernel].name) {
+                *gemms.entry(step.node.as_str()).or_default() += 1;
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let launches = self
+            .steps
+            .iter()
+            .zip(timings)
+            .map(|(step, time)| {
+                let id = self.graph.find(&step.node);
+                let total = id.map_or(0, |id| 2 * alexc_ir::node_stats(&self.graph, id).macs);
+                let kernel = &self.kernels[step.kernel].name;
+                let flops = match gemms.get(step.node.as_str()) {
+                    Some(&n) if is_gemm(kernel) => total / n.max(1),
+                    Some(_) => 0,
+                    None if seen.insert(step.node.clone()) => total,
+                    None => 0,
+                };
+                LaunchProfile {
+                    node: step.node.clone(),
+                    op: id.map_or_else(String::new, |id| self.graph[id].op.name().to_string()),
+                    kernel: self.kernels[step.kernel].name.clone(),
+                    seconds: time.as_secs_f64(),
+                    flops,
+                    bytes: step
+                        .bindings
+                        .iter()
+                        .map(|b| b.len as u64 * dtype_bytes(b.dtype))
+                        .sum(),
+                }
+            })
+            .collect();
+        Profile {
+            runs: self.timed_runs,
+            launches,
+        }
+    }
+
+    /// Peak bytes of intermediates (the memory plan's arena) plus the
+    /// kernels' workspace: the memory a run needs besides inputs and state.
+    pub fn working_bytes(&self) -> u64 {
+        self.plan.arena_bytes + self.workspace.len() as u64 * 4
+    }
+
+    /// Bytes of external buffers: inputs, parameters, momentum, masks.
+    pub fn external_bytes(&self) -> u64 {
+        self.external
+            .iter()
+            .map(|e| e.len() as u64 * dtype_bytes(e.dtype()))
+            .sum()
+    }
+
+    fn host(&self) -> HostView<'_> {
+        HostView {
+            arena: &self.arena,
+            workspace: &self.workspace,
+            external: &self.external,
+        }
+    }
+
+    /// Tells the backend that external buffer `slot` changed on the host.
+    fn uploaded(&mut self, slot: usize) -> Result<(), RuntimeError> {
+        let host = HostView {
+            arena: &self.arena,
+            workspace: &self.workspace,
+            external: &self.external,
+        };
+        self.exec.upload(&host, slot)
     }
 
     fn output(&self, i: usize) -> Result<Tensor<f32>, RuntimeError> {
@@ -404,18 +587,7 @@ impl Runtime {
             .outputs
             .get(i)
             .ok_or_else(|| RuntimeError::Internal(format!("no output {i}")))?;
-        let data = match b.region {
-            Region::Arena => self
-                .arena
-                .get(b.offset..b.offset + b.len)
-                .map(<[f32]>::to_vec),
-            Region::External(s) => match self.external.get(s) {
-                Some(ExternalStore::F32(v)) => Some(v.clone()),
-                _ => None,
-            },
-            Region::Workspace => None,
-        }
-        .ok_or_else(|| RuntimeError::Internal(format!("output {i} is not readable")))?;
+        let data = self.exec.read(&self.host(), b)?;
         Tensor::new(shape.clone(), data).map_err(|e| RuntimeError::Internal(e.to_string()))
     }
 
@@ -485,6 +657,7 @@ impl Runtime {
                     });
                 }
                 v.copy_from_slice(labels.data());
+                self.uploaded(slot)?;
             }
             Some(v) => {
                 return Err(RuntimeError::Shape {
@@ -550,19 +723,23 @@ impl Runtime {
             .collect();
         alexc_tensor::check_weights(&required, weights)
             .map_err(|m| RuntimeError::Weights(m.to_string()))?;
+        let mut changed = Vec::new();
         for (name, t) in weights {
-            if let Some(ExternalStore::F32(v)) =
-                self.slots.get(name).and_then(|&s| self.external.get_mut(s))
-            {
+            let slot = self.slots.get(name).copied();
+            if let Some(ExternalStore::F32(v)) = slot.and_then(|s| self.external.get_mut(s)) {
                 v.copy_from_slice(t.data());
+                changed.extend(slot);
             }
         }
         for name in optional {
-            if let Some(ExternalStore::F32(v)) =
-                self.slots.get(name).and_then(|&s| self.external.get_mut(s))
-            {
+            let slot = self.slots.get(name).copied();
+            if let Some(ExternalStore::F32(v)) = slot.and_then(|s| self.external.get_mut(s)) {
                 v.fill(0.0);
+                changed.extend(slot);
             }
+        }
+        for slot in changed {
+            self.uploaded(slot)?;
         }
         Ok(())
     }
@@ -578,12 +755,21 @@ impl Runtime {
     pub fn state(&self) -> Weights {
         let mut out = Weights::new();
         for (name, shape) in self.state_shapes() {
-            if let Some(ExternalStore::F32(v)) =
-                self.slots.get(&name).and_then(|&s| self.external.get(s))
-            {
-                if let Ok(t) = Tensor::new(shape.dims().to_vec(), v.clone()) {
-                    out.insert(name, t);
-                }
+            let Some(&slot) = self.slots.get(&name) else {
+                continue;
+            };
+            let binding = Binding {
+                region: Region::External(slot),
+                offset: 0,
+                len: shape.elements(),
+                dtype: DType::F32,
+            };
+            let data = self.exec.read(&self.host(), &binding);
+            if let Ok(t) = data.and_then(|d| {
+                Tensor::new(shape.dims().to_vec(), d)
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))
+            }) {
+                out.insert(name, t);
             }
         }
         out
@@ -602,7 +788,10 @@ impl Runtime {
 /// read-write parameter, so no backend ever sees two parameters that
 /// overlap while one is written (LLVM's `noalias` stays true). Any other
 /// overlap with a write is a planning bug and an error.
-fn merge_aliases(mut kernel: Kernel, bindings: &mut Vec<Binding>) -> Result<Kernel, RuntimeError> {
+pub fn merge_aliases(
+    mut kernel: Kernel,
+    bindings: &mut Vec<Binding>,
+) -> Result<Kernel, RuntimeError> {
     use alexc_kernel::{Access, BufferKind};
     loop {
         let params: Vec<(alexc_kernel::BufId, bool)> = kernel
@@ -656,5 +845,12 @@ impl Executable for NoKernels {
         Err(RuntimeError::Internal(format!(
             "kernel {index} called before compilation"
         )))
+    }
+}
+
+fn dtype_bytes(d: DType) -> u64 {
+    match d {
+        DType::F32 => 4,
+        DType::I64 => 8,
     }
 }

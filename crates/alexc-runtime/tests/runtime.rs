@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use alexc_interp::{Mode, Value};
-use alexc_lower::LowerOptions;
 use alexc_runtime::{Backend, EvalBackend, LlvmBackend, Options, Runtime, RuntimeError};
 use alexc_tensor::Tensor;
 
@@ -45,10 +44,10 @@ fn options(train: bool, no_fuse: bool) -> Options {
     Options {
         train,
         no_fuse,
-        lower: LowerOptions {
-            vector_width: 8,
-            parallel: true,
-        },
+        // The backend's choice: 8 lanes on the evaluator, the host's width
+        // (16 with AVX-512) on LLVM.
+        lower: None,
+        ..Options::default()
     }
 }
 
