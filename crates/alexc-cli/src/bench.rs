@@ -50,7 +50,8 @@ impl Variant {
 }
 
 /// Compiled backends `bench` can time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BenchBackend {
     /// LLVM, JIT-compiled for this CPU.
     Llvm,
@@ -92,9 +93,16 @@ pub struct BenchArgs {
         default_value = "fused,unfused"
     )]
     pub compare: Vec<Variant>,
-    /// The backend.
-    #[arg(long, value_enum, default_value_t = BenchBackend::Llvm)]
-    pub backend: BenchBackend,
+    /// The backends, comma-separated: every plan is compiled and run with
+    /// each, and compile and run times are shown side by side.
+    #[arg(
+        long = "backends",
+        alias = "backend",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "llvm"
+    )]
+    pub backends: Vec<BenchBackend>,
     /// Timed runs per plan.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub iters: u32,
@@ -131,6 +139,7 @@ struct NodeRow {
 #[derive(Debug, Serialize)]
 struct PlanResult {
     variant: Variant,
+    backend: BenchBackend,
     compile_s: f64,
     kernels: usize,
     /// Mean and minimum wall time of one run.
@@ -154,7 +163,6 @@ struct BenchReport {
     model: String,
     train: bool,
     batch: u32,
-    backend: &'static str,
     threads: usize,
     iters: u32,
     plans: Vec<PlanResult>,
@@ -175,9 +183,13 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if variants.is_empty() {
         return Err(anyhow::anyhow!("--compare names no plan").into());
     }
+    let mut backends = args.backends.clone();
+    backends.dedup();
     let mut plans = Vec::new();
-    for &variant in &variants {
-        plans.push(run_plan(args, &model, variant)?);
+    for &backend in &backends {
+        for &variant in &variants {
+            plans.push(run_plan(args, &model, variant, backend)?);
+        }
     }
     let max_rel_diff = plans
         .iter()
@@ -188,7 +200,6 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
         model: args.model.display().to_string(),
         train: args.train,
         batch: args.batch,
-        backend: args.backend.name(),
         threads: alexc_llvm::threads(),
         iters: args.iters,
         plans,
@@ -231,6 +242,7 @@ fn run_plan(
     args: &BenchArgs,
     model: &alexc_frontend::Model,
     variant: Variant,
+    backend: BenchBackend,
 ) -> anyhow::Result<PlanResult> {
     let options = Options {
         train: args.train,
@@ -238,12 +250,18 @@ fn run_plan(
         ..Options::default()
     };
     let start = Instant::now();
-    let mut rt = Runtime::new(model, &options, args.backend.runtime())
-        .with_context(|| format!("compiling the {} plan", variant.name()))?;
+    let mut rt = Runtime::new(model, &options, backend.runtime()).with_context(|| {
+        format!(
+            "compiling the {} plan with {}",
+            variant.name(),
+            backend.name()
+        )
+    })?;
     let compile_s = start.elapsed().as_secs_f64();
     eprintln!(
-        "{}: compiled {} kernels in {compile_s:.2} s",
+        "{} ({}): compiled {} kernels in {compile_s:.2} s",
         variant.name(),
+        backend.name(),
         rt.kernels().len()
     );
     rt.init_state(args.seed, model.base_dir())
@@ -299,6 +317,7 @@ fn run_plan(
     let nodes = node_rows(&profile, args.kernels);
     Ok(PlanResult {
         variant,
+        backend,
         compile_s,
         kernels: rt.kernels().len(),
         mean_ms: mean * 1e3,
@@ -361,7 +380,7 @@ fn render(report: &BenchReport, top: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} — {}, batch {}, {} backend, {} threads, {} timed runs per plan",
+        "{} — {}, batch {}, {} threads, {} timed runs per plan",
         report.model,
         if report.train {
             "training step"
@@ -369,15 +388,15 @@ fn render(report: &BenchReport, top: usize) -> String {
             "inference"
         },
         report.batch,
-        report.backend,
         report.threads,
         report.iters
     );
     for plan in &report.plans {
         let _ = writeln!(
             out,
-            "\n{} plan ({} kernels)",
+            "\n{} plan, {} ({} kernels)",
             plan.variant.name(),
+            plan.backend.name(),
             plan.kernels
         );
         let _ = writeln!(
@@ -420,13 +439,33 @@ fn render(report: &BenchReport, top: usize) -> String {
             plan.compile_s
         );
     }
+    if report.plans.len() > 1 {
+        let _ = writeln!(
+            out,
+            "\n  {:<10} {:<10} {:>10} {:>10} {:>10}",
+            "plan", "backend", "compile s", "ms/run", "img/s"
+        );
+        for p in &report.plans {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<10} {:>10.3} {:>10.2} {:>10.1}",
+                p.variant.name(),
+                p.backend.name(),
+                p.compile_s,
+                p.mean_ms,
+                p.images_per_s
+            );
+        }
+    }
     if let [a, rest @ ..] = report.plans.as_slice() {
         for b in rest {
             let _ = writeln!(
                 out,
-                "\n{} / {}: time {:.3}× (min {:.3}×), memory {:.3}×",
+                "\n{} ({}) / {} ({}): time {:.3}× (min {:.3}×), memory {:.3}×",
                 a.variant.name(),
+                a.backend.name(),
                 b.variant.name(),
+                b.backend.name(),
                 a.mean_ms / b.mean_ms,
                 a.min_ms / b.min_ms,
                 a.working_bytes as f64 / b.working_bytes.max(1) as f64

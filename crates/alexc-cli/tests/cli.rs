@@ -685,6 +685,8 @@ fn bench_compares_fused_and_unfused_plans() {
         "1",
         "--threads",
         "2",
+        "--backends",
+        "llvm,cranelift",
         "--json",
         json.to_str().expect("utf-8"),
     ]);
@@ -694,13 +696,15 @@ fn bench_compares_fused_and_unfused_plans() {
         "fused plan",
         "unfused plan",
         "conv2+relu2.backward",
-        "fused / unfused: time",
+        "fused (llvm) / unfused (llvm): time",
+        "unfused plan, cranelift",
+        "compile s",
         "outputs agree",
     ] {
         assert!(text.contains(needle), "no `{needle}` in\n{text}");
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
-    assert_eq!(report["plans"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["plans"].as_array().map(Vec::len), Some(4));
     assert!(report["max_rel_diff"].as_f64().expect("a number") <= 1e-4);
 }
