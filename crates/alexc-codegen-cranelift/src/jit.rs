@@ -23,6 +23,7 @@
 
 use std::fmt;
 
+pub use alexc_kernel::abi::BufferArg;
 use alexc_kernel::{DType, Kernel, LoopKind, Stmt};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{types, Signature};
@@ -184,34 +185,6 @@ fn partition(kernels: &[Kernel], parts: usize) -> Vec<Vec<usize>> {
         .map(|(_, g)| g)
         .filter(|g| !g.is_empty())
         .collect()
-}
-
-/// One argument buffer of a kernel call.
-#[derive(Debug)]
-pub enum BufferArg<'a> {
-    F32(&'a mut [f32]),
-    I64(&'a mut [i64]),
-}
-
-impl BufferArg<'_> {
-    fn dtype(&self) -> DType {
-        match self {
-            BufferArg::F32(_) => DType::F32,
-            BufferArg::I64(_) => DType::I64,
-        }
-    }
-    fn len(&self) -> usize {
-        match self {
-            BufferArg::F32(b) => b.len(),
-            BufferArg::I64(b) => b.len(),
-        }
-    }
-    fn as_ptr(&mut self) -> *mut u8 {
-        match self {
-            BufferArg::F32(b) => b.as_mut_ptr().cast(),
-            BufferArg::I64(b) => b.as_mut_ptr().cast(),
-        }
-    }
 }
 
 /// A parameter as [`JitModule::call`] checks it.

@@ -31,6 +31,7 @@
 //! and store is in bounds; [`fn@eval`] is the reference evaluator on
 //! [`HostBuffer`]s, the oracle every backend is compared against.
 
+pub mod abi;
 pub mod eval;
 mod ids;
 mod kernel;

@@ -23,6 +23,7 @@
 
 use std::fmt;
 
+pub use alexc_kernel::abi::BufferArg;
 use alexc_kernel::{DType, Kernel};
 use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
@@ -34,34 +35,6 @@ use crate::{parallel, LlvmError, Target};
 
 /// A kernel's compiled entry point: `args[i]` is parameter buffer `i`.
 pub(crate) type KernelFn = unsafe extern "C" fn(args: *const *mut u8);
-
-/// One argument buffer of a kernel call.
-#[derive(Debug)]
-pub enum BufferArg<'a> {
-    F32(&'a mut [f32]),
-    I64(&'a mut [i64]),
-}
-
-impl BufferArg<'_> {
-    fn dtype(&self) -> DType {
-        match self {
-            BufferArg::F32(_) => DType::F32,
-            BufferArg::I64(_) => DType::I64,
-        }
-    }
-    fn len(&self) -> usize {
-        match self {
-            BufferArg::F32(b) => b.len(),
-            BufferArg::I64(b) => b.len(),
-        }
-    }
-    fn as_ptr(&mut self) -> *mut u8 {
-        match self {
-            BufferArg::F32(b) => b.as_mut_ptr().cast(),
-            BufferArg::I64(b) => b.as_mut_ptr().cast(),
-        }
-    }
-}
 
 /// A parameter as [`Entries::call`] checks it.
 struct ParamSig {
