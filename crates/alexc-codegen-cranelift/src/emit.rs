@@ -194,8 +194,7 @@ fn emit_with(
     options: &EmitOptions,
     promote: &BTreeSet<BufId>,
 ) -> Result<Vec<Function>, Fail> {
-    let mut stored = BTreeSet::new();
-    collect_stores(&kernel.body, &mut stored);
+    let stored = alexc_kernel::stored_buffers(&kernel.body);
     let mut sh = Shared {
         kernel,
         options: *options,
@@ -662,7 +661,7 @@ impl FnEmitter<'_, '_> {
                 if *k <= 0 {
                     return Err(self.malformed(format!("division of an index by non-positive {k}")));
                 }
-                let nonneg = non_negative(a);
+                let nonneg = a.non_negative();
                 let v = self.idx(a)?;
                 self.floor_divrem(v, *k, matches!(idx, Idx::Div(..)), nonneg)
             }
@@ -831,8 +830,7 @@ impl FnEmitter<'_, '_> {
     }
 
     fn serial_loop(&mut self, var: VarId, start: IVal, end: IVal, body: &[Stmt]) -> R<()> {
-        let mut stored = BTreeSet::new();
-        collect_stores(body, &mut stored);
+        let stored = alexc_kernel::stored_buffers(body);
         let info = LoopInfo { var, stored };
         self.counted_loop(start, end, 1, Some(info), &mut |e, i| {
             e.emit_iteration(var, i, body)
@@ -1633,21 +1631,6 @@ fn is_plain_constant(e: &Expr) -> bool {
     matches!(e, Expr::F32(c) if !c.is_nan())
 }
 
-/// Whether an index expression is `>= 0` for every value of its loop
-/// variables (which all count up from a non-negative start).
-fn non_negative(idx: &Idx) -> bool {
-    match idx {
-        Idx::Const(c) => *c >= 0,
-        Idx::Var(_) => true,
-        Idx::Add(a, b) | Idx::Min(a, b) => non_negative(a) && non_negative(b),
-        Idx::Max(a, b) => non_negative(a) || non_negative(b),
-        Idx::Sub(..) => false,
-        Idx::Mul(a, k) => *k >= 0 && non_negative(a),
-        Idx::Div(a, _) => non_negative(a),
-        Idx::Rem(..) => true,
-    }
-}
-
 fn has_parallel(stmts: &[Stmt]) -> bool {
     stmts.iter().any(|s| match s {
         Stmt::For { kind, body, .. } => *kind == LoopKind::Parallel || has_parallel(body),
@@ -1656,22 +1639,4 @@ fn has_parallel(stmts: &[Stmt]) -> bool {
         } => has_parallel(then) || has_parallel(otherwise),
         Stmt::Store { .. } | Stmt::Let { .. } | Stmt::Assign { .. } => false,
     })
-}
-
-fn collect_stores(stmts: &[Stmt], out: &mut BTreeSet<BufId>) {
-    for stmt in stmts {
-        match stmt {
-            Stmt::For { body, .. } => collect_stores(body, out),
-            Stmt::Store { buf, .. } => {
-                out.insert(*buf);
-            }
-            Stmt::If {
-                then, otherwise, ..
-            } => {
-                collect_stores(then, out);
-                collect_stores(otherwise, out);
-            }
-            Stmt::Let { .. } | Stmt::Assign { .. } => {}
-        }
-    }
 }

@@ -376,6 +376,22 @@ impl KernelBuilder {
 // tree, not a number, so the `std::ops` traits would mislead.
 #[allow(clippy::should_implement_trait)]
 impl Idx {
+    /// Whether the index is `>= 0` for every value of its loop variables
+    /// (which count up from 0, or from a non-negative `begin` in an
+    /// outlined parallel body): backends then use unsigned division.
+    pub fn non_negative(&self) -> bool {
+        match self {
+            Idx::Const(c) => *c >= 0,
+            Idx::Var(_) => true,
+            Idx::Add(a, b) | Idx::Min(a, b) => a.non_negative() && b.non_negative(),
+            Idx::Max(a, b) => a.non_negative() || b.non_negative(),
+            Idx::Sub(..) => false,
+            Idx::Mul(a, k) => *k >= 0 && a.non_negative(),
+            Idx::Div(a, _) => a.non_negative(),
+            Idx::Rem(..) => true,
+        }
+    }
+
     pub fn var(v: VarId) -> Idx {
         Idx::Var(v)
     }
@@ -574,4 +590,28 @@ fn map_cond(c: &Cond, f: &dyn Fn(BufId) -> BufId) -> Cond {
         Cond::Or(a, b) => Cond::Or(Box::new(map_cond(a, f)), Box::new(map_cond(b, f))),
         Cond::Not(a) => Cond::Not(Box::new(map_cond(a, f))),
     }
+}
+
+/// The buffers `stmts` store to (backends mark the others read-only).
+pub fn stored_buffers(stmts: &[Stmt]) -> std::collections::BTreeSet<BufId> {
+    fn walk(stmts: &[Stmt], out: &mut std::collections::BTreeSet<BufId>) {
+        for stmt in stmts {
+            match stmt {
+                Stmt::For { body, .. } => walk(body, out),
+                Stmt::Store { buf, .. } => {
+                    out.insert(*buf);
+                }
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, out);
+                    walk(otherwise, out);
+                }
+                Stmt::Let { .. } | Stmt::Assign { .. } => {}
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(stmts, &mut out);
+    out
 }

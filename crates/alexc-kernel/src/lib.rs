@@ -41,6 +41,7 @@ pub mod verify;
 
 pub use eval::{eval, EvalError, HostBuffer};
 pub use ids::{BufId, VarId};
+pub use kernel::stored_buffers;
 pub use kernel::{
     Access, BinOp, BufferDecl, BufferKind, Cmp, Cond, DType, Expr, Idx, Kernel, KernelBuilder,
     LoopKind, Schedule, Stmt, UnOp, VarDecl,

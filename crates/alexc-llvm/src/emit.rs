@@ -169,8 +169,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
         kernel: &'a Kernel,
         target: &'a Target,
     ) -> Self {
-        let mut stored = BTreeSet::new();
-        collect_stores(&kernel.body, &mut stored);
+        let stored = alexc_kernel::stored_buffers(&kernel.body);
         ModuleEmitter {
             cx,
             module,
@@ -969,7 +968,7 @@ impl<'a, 'ctx> ModuleEmitter<'a, 'ctx> {
                     return Err(self.malformed(format!("division of an index by non-positive {c}")));
                 }
                 let is_div = matches!(idx, Idx::Div(..));
-                let nonneg = non_negative(a);
+                let nonneg = a.non_negative();
                 let a = self.emit_idx(a)?;
                 let b = self.b()?;
                 if nonneg {
@@ -1378,38 +1377,5 @@ fn float_pred(op: Cmp) -> FloatPredicate {
         Cmp::Ne => FloatPredicate::UNE,
         Cmp::Gt => FloatPredicate::OGT,
         Cmp::Ge => FloatPredicate::OGE,
-    }
-}
-
-/// Whether an index expression is `>= 0` for every value of its loop
-/// variables (which all count up from 0 or from a non-negative `begin`).
-fn non_negative(idx: &Idx) -> bool {
-    match idx {
-        Idx::Const(c) => *c >= 0,
-        Idx::Var(_) => true,
-        Idx::Add(a, b) | Idx::Min(a, b) => non_negative(a) && non_negative(b),
-        Idx::Max(a, b) => non_negative(a) || non_negative(b),
-        Idx::Sub(..) => false,
-        Idx::Mul(a, k) => *k >= 0 && non_negative(a),
-        Idx::Div(a, _) => non_negative(a),
-        Idx::Rem(..) => true,
-    }
-}
-
-fn collect_stores(stmts: &[Stmt], out: &mut BTreeSet<BufId>) {
-    for stmt in stmts {
-        match stmt {
-            Stmt::For { body, .. } => collect_stores(body, out),
-            Stmt::Store { buf, .. } => {
-                out.insert(*buf);
-            }
-            Stmt::If {
-                then, otherwise, ..
-            } => {
-                collect_stores(then, out);
-                collect_stores(otherwise, out);
-            }
-            Stmt::Let { .. } | Stmt::Assign { .. } => {}
-        }
     }
 }

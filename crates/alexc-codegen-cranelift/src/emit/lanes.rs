@@ -306,7 +306,7 @@ impl FnEmitter<'_, '_> {
                     return Err(self.malformed(format!("division of an index by non-positive {k}")));
                 }
                 let div = matches!(idx, Idx::Div(..));
-                let nonneg = non_negative(a);
+                let nonneg = a.non_negative();
                 let v = self.lane_idx(a)?;
                 if let LIdx::Affine(x, s) = v {
                     if s >= 0 && s.saturating_mul(LANES as i64 - 1) < *k {

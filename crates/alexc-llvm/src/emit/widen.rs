@@ -293,7 +293,7 @@ impl<'ctx> ModuleEmitter<'_, 'ctx> {
                     return Err(self.malformed(format!("division of an index by non-positive {k}")));
                 }
                 let is_div = matches!(idx, Idx::Div(..));
-                let nonneg = non_negative(a);
+                let nonneg = a.non_negative();
                 let v = self.lane_idx(a)?;
                 let v = self.idx_vector(v)?;
                 let kk = self.const_vec_i64(*k)?;
