@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use alexc_runtime::{Dropout, LlvmBackend, Options, Profile, Runtime};
+use alexc_runtime::{Dropout, Options, Profile, Runtime};
 use alexc_tensor::{rng::named_rng, Tensor};
 use anyhow::Context;
 use clap::ValueEnum;
@@ -57,13 +57,16 @@ pub enum BenchBackend {
     Llvm,
     /// The Cranelift JIT.
     Cranelift,
+    /// CUDA on GPU 0 (needs an NVIDIA driver).
+    Cuda,
 }
 
 impl BenchBackend {
     fn runtime(self) -> &'static dyn alexc_runtime::Backend {
         match self {
-            BenchBackend::Llvm => &LlvmBackend,
+            BenchBackend::Llvm => crate::backend::llvm(),
             BenchBackend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
+            BenchBackend::Cuda => &crate::CUDA,
         }
     }
 
@@ -71,6 +74,7 @@ impl BenchBackend {
         match self {
             BenchBackend::Llvm => "llvm",
             BenchBackend::Cranelift => "cranelift",
+            BenchBackend::Cuda => "cuda",
         }
     }
 }
@@ -100,7 +104,7 @@ pub struct BenchArgs {
         alias = "backend",
         value_enum,
         value_delimiter = ',',
-        default_value = "llvm"
+        default_value = crate::backend::DEFAULT_BENCH_BACKENDS
     )]
     pub backends: Vec<BenchBackend>,
     /// Timed runs per plan.
@@ -185,6 +189,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     }
     let mut backends = args.backends.clone();
     backends.dedup();
+    if backends.contains(&BenchBackend::Llvm) {
+        crate::backend::require_llvm("--backends llvm")?;
+    }
     let mut plans = Vec::new();
     for &backend in &backends {
         for &variant in &variants {
@@ -200,7 +207,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
         model: args.model.display().to_string(),
         train: args.train,
         batch: args.batch,
-        threads: alexc_llvm::threads(),
+        threads: alexc_threads::threads(),
         iters: args.iters,
         plans,
         max_rel_diff,

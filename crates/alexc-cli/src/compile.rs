@@ -363,6 +363,9 @@ fn timings_table(ctx: &PassContext) -> String {
 }
 
 pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
+    if args.backend == crate::CompileBackend::Llvm {
+        crate::backend::require_llvm("--backend llvm")?;
+    }
     let (model, ctx) = build(args)?;
     let graph = &model.graph;
     tracing::info!(nodes = graph.len(), "pipeline done");
@@ -422,6 +425,8 @@ fn level_file(level: Emit) -> &'static str {
         Emit::LlvmIr => "kernels.ll",
         Emit::Asm => "kernels.s",
         Emit::Clif => "kernels.clif",
+        Emit::Cuda => "kernels.cu",
+        Emit::Ptx => "kernels.ptx",
     }
 }
 
@@ -448,7 +453,9 @@ fn level(
             json.push('\n');
             json
         }
-        Emit::Kernel | Emit::LlvmIr | Emit::Asm | Emit::Clif => emit_code(args, level)?,
+        Emit::Kernel | Emit::LlvmIr | Emit::Asm | Emit::Clif | Emit::Cuda | Emit::Ptx => {
+            emit_code(args, level)?
+        }
         Emit::Plan => {
             let plan = ctx
                 .plan
@@ -461,11 +468,18 @@ fn level(
     })
 }
 
-/// The runtime backend of `--backend` (LLVM for `none`: its lowering).
+/// The runtime backend of `--backend`; for `none`, the default code
+/// generator's (its lowering: LLVM's where this build has LLVM).
 fn code_generator(args: &CompileArgs) -> &'static dyn alexc_runtime::Backend {
-    match args.backend {
-        crate::CompileBackend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
-        crate::CompileBackend::Llvm | crate::CompileBackend::None => &alexc_runtime::LlvmBackend,
+    use crate::CompileBackend;
+    let backend = match args.backend {
+        CompileBackend::None => CompileBackend::DEFAULT,
+        chosen => chosen,
+    };
+    match backend {
+        CompileBackend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
+        CompileBackend::Cuda => &crate::CUDA,
+        CompileBackend::Llvm | CompileBackend::None => crate::backend::llvm(),
     }
 }
 
@@ -490,7 +504,11 @@ fn native(args: &CompileArgs, dir: Option<&Path>) -> Result<(), CliError> {
     let model = alexc_frontend::load(&args.model, args.batch as usize)?;
     let start = std::time::Instant::now();
     let generator = code_generator(args);
+    if args.backend == crate::CompileBackend::Cuda {
+        return cuda(args, &model, dir, start);
+    }
     if dir.is_some() && args.backend != crate::CompileBackend::Llvm {
+        crate::backend::require_llvm("ahead-of-time code (-o DIR)")?;
         return Err(anyhow::anyhow!(
             "ahead-of-time code (-o DIR) comes from LLVM: use --backend llvm"
         )
@@ -509,18 +527,46 @@ fn native(args: &CompileArgs, dir: Option<&Path>) -> Result<(), CliError> {
                 &alexc_runtime::EvalBackend,
             )
             .context("lowering the model to kernels")?;
-            alexc_runtime::write_aot(rt.kernels(), dir)
+            crate::backend::write_aot(rt.kernels(), dir)
                 .with_context(|| format!("writing native code to {}", dir.display()))?;
             rt.kernels().len()
         }
     };
-    let target = alexc_llvm::Target::host().context("the host target")?;
     eprintln!(
         "compiled {kernels} kernels with {} for {} ({} f32 lanes, {} threads) in {:.2} s",
         generator.name(),
-        target.cpu,
+        crate::backend::host_cpu()?,
         generator.lower_options().vector_width,
-        alexc_llvm::threads(),
+        alexc_threads::threads(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `--backend cuda`: every kernel rendered to CUDA C and compiled by NVRTC
+/// to PTX for `--arch` (no GPU needed); with a directory, the CUDA C, the
+/// PTX and each kernel's launches (`launches.json`) are written there.
+fn cuda(
+    args: &CompileArgs,
+    model: &alexc_frontend::Model,
+    dir: Option<&Path>,
+    start: std::time::Instant,
+) -> Result<(), CliError> {
+    let kernels = alexc_cuda::plan_kernels(model, &runtime_options(args))
+        .context("lowering the model to kernels for the GPU")?;
+    let module = alexc_cuda::compile_plan(&kernels, args.arch)
+        .with_context(|| format!("compiling the CUDA C for {}", args.arch))?;
+    if let Some(dir) = dir {
+        module
+            .write(dir)
+            .with_context(|| format!("writing the CUDA module to {}", dir.display()))?;
+    }
+    let launches: usize = module.kernels.iter().map(|k| k.launches.len()).sum();
+    eprintln!(
+        "compiled {} kernels ({launches} launches) with NVRTC for {} ({} KiB of PTX) in {:.2} s",
+        kernels.len(),
+        args.arch,
+        module.ptx.len() / 1024,
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -536,6 +582,28 @@ fn emit_code(args: &CompileArgs, level: Emit) -> Result<String, CliError> {
         alexc_runtime::Runtime::new(&model, &runtime_options(args), &alexc_runtime::EvalBackend)
             .context("lowering the model to kernels")?;
     let kernels = rt.kernels();
+    if matches!(level, Emit::Cuda | Emit::Ptx) {
+        if args.backend != crate::CompileBackend::Cuda {
+            return Err(anyhow::anyhow!("--emit cuda and ptx need --backend cuda").into());
+        }
+        return Ok(match level {
+            Emit::Cuda => {
+                alexc_cuda::render_plan(kernels)
+                    .context("rendering CUDA C")?
+                    .0
+            }
+            _ => {
+                alexc_cuda::compile_plan(kernels, args.arch)
+                    .with_context(|| format!("compiling the CUDA C for {}", args.arch))?
+                    .ptx
+            }
+        });
+    }
+    match level {
+        Emit::LlvmIr => crate::backend::require_llvm("--emit llvm-ir")?,
+        Emit::Asm => crate::backend::require_llvm("--emit asm")?,
+        _ => {}
+    }
     match (level, args.backend) {
         (Emit::LlvmIr | Emit::Asm, crate::CompileBackend::Llvm) => {}
         (Emit::Clif, crate::CompileBackend::Cranelift) | (Emit::Kernel, _) => {}
@@ -544,12 +612,9 @@ fn emit_code(args: &CompileArgs, level: Emit) -> Result<String, CliError> {
         }
         _ => return Err(anyhow::anyhow!("--emit llvm-ir and asm need --backend llvm").into()),
     }
-    let target = || alexc_llvm::Target::host().context("the host target");
     Ok(match level {
-        Emit::LlvmIr => {
-            alexc_llvm::llvm_ir_text(kernels, &target()?, true).context("emitting LLVM IR")?
-        }
-        Emit::Asm => alexc_llvm::asm_text(kernels, &target()?).context("emitting assembly")?,
+        Emit::LlvmIr => crate::backend::llvm_ir(kernels)?,
+        Emit::Asm => crate::backend::asm(kernels)?,
         Emit::Clif => {
             alexc_codegen_cranelift::clif_text(kernels).context("emitting Cranelift IR")?
         }

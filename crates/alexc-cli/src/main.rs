@@ -10,11 +10,15 @@
 //! offending snippet and a hint; every other error is one readable message.
 //! Nothing the user passes makes this program panic.
 
+mod backend;
 mod bench;
 mod compile;
+mod eval;
+mod filters;
 mod images;
 mod run;
 mod step;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +49,14 @@ enum Command {
     Step(StepArgs),
     /// Time compiled plans kernel by kernel; compare fused and unfused plans.
     Bench(bench::BenchArgs),
+    /// Train a model on a data set (default: Fashion-MNIST): checkpoints,
+    /// metrics, plots and the first-layer filters in a run directory.
+    Train(train::TrainArgs),
+    /// Top-1/top-5 error of trained weights (centre crop or ten views,
+    /// one model or an ensemble).
+    Eval(eval::EvalArgs),
+    /// Draw the first convolution's filters of a checkpoint as a PNG grid.
+    Filters(filters::FiltersArgs),
 }
 
 /// What `compile --emit` writes.
@@ -68,6 +80,10 @@ pub enum Emit {
     Asm,
     /// The Cranelift IR of every kernel (`--backend cranelift`).
     Clif,
+    /// The CUDA C of every kernel, one translation unit (`--backend cuda`).
+    Cuda,
+    /// The PTX NVRTC compiles the CUDA C to (`--backend cuda`; no GPU needed).
+    Ptx,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,8 +105,11 @@ pub struct CompileArgs {
     pub output: Option<PathBuf>,
     /// The code generator: `llvm` compiles every kernel to native code for
     /// this CPU; `none` stops after lowering to kernel IR.
-    #[arg(long, value_enum, default_value_t = CompileBackend::Llvm)]
+    #[arg(long, value_enum, default_value_t = CompileBackend::DEFAULT)]
     pub backend: CompileBackend,
+    /// The GPU architecture for `--backend cuda` (sm_90: H100/H200, sm_80: A100).
+    #[arg(long, default_value = "sm_90", value_parser = parse_arch)]
+    pub arch: alexc_cuda::Arch,
     /// Build the training graph: forward, loss, backward and SGD updates.
     #[arg(long)]
     pub train: bool,
@@ -118,8 +137,16 @@ pub enum CompileBackend {
     Llvm,
     /// Cranelift: native code, compiled an order of magnitude faster.
     Cranelift,
+    /// CUDA: every kernel rendered to CUDA C and compiled to PTX by NVRTC
+    /// (no GPU needed to compile).
+    Cuda,
     /// No native code: graph and kernel IR only.
     None,
+}
+
+/// `--arch`: `sm_90`, `sm_80`, `compute_90` or `90`.
+fn parse_arch(s: &str) -> Result<alexc_cuda::Arch, String> {
+    s.parse()
 }
 
 /// Execution engines for `run`.
@@ -131,7 +158,18 @@ pub enum Backend {
     Llvm,
     /// Compiled like `llvm`, with the Cranelift JIT (fast compiles, slower code).
     Cranelift,
+    /// Compiled to CUDA (NVRTC) and run on GPU 0; parameters, gradients and
+    /// momentum stay on the device. Needs an NVIDIA driver.
+    Cuda,
 }
+
+/// The CUDA backend of `--backend cuda`: GPU 0, compiled for its own
+/// architecture, memory resident on the device.
+pub(crate) static CUDA: alexc_cuda::CudaBackend = alexc_cuda::CudaBackend {
+    ordinal: 0,
+    arch: None,
+    mirror_host: false,
+};
 
 impl Backend {
     /// The runtime backend that compiles for this choice (the interpreter
@@ -139,8 +177,9 @@ impl Backend {
     pub fn runtime(self) -> &'static dyn alexc_runtime::Backend {
         match self {
             Backend::Interp => &alexc_runtime::EvalBackend,
-            Backend::Llvm => &alexc_runtime::LlvmBackend,
+            Backend::Llvm => backend::llvm(),
             Backend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
+            Backend::Cuda => &CUDA,
         }
     }
 
@@ -150,6 +189,7 @@ impl Backend {
             Backend::Interp => "interp",
             Backend::Llvm => "llvm",
             Backend::Cranelift => "cranelift",
+            Backend::Cuda => "cuda",
         }
     }
 }
@@ -174,7 +214,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub save_logits: Option<PathBuf>,
     /// The execution engine.
-    #[arg(long, value_enum, default_value_t = Backend::Llvm)]
+    #[arg(long, value_enum, default_value_t = Backend::DEFAULT)]
     pub backend: Backend,
     /// Run the native code `alexc compile MODEL -o DIR` wrote (checked
     /// against the model's kernels) instead of compiling (`--backend llvm`).
@@ -215,7 +255,7 @@ pub struct StepArgs {
     #[arg(long)]
     pub save_weights: Option<PathBuf>,
     /// The execution engine.
-    #[arg(long, value_enum, default_value_t = Backend::Llvm)]
+    #[arg(long, value_enum, default_value_t = Backend::DEFAULT)]
     pub backend: Backend,
 }
 
@@ -262,13 +302,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     if let Some(n) = cli.threads {
-        alexc_llvm::set_threads(n as usize);
+        alexc_threads::set_threads(n as usize);
     }
     let result = match cli.command {
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
         Command::Step(args) => step::step(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Train(args) => train::train(&args),
+        Command::Eval(args) => eval::eval(&args),
+        Command::Filters(args) => filters::filters(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

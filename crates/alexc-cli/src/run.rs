@@ -83,6 +83,13 @@ fn softmax(row: &[f32]) -> Vec<f64> {
 }
 
 pub fn run(args: &RunArgs) -> Result<(), CliError> {
+    // Before any work, in a build without LLVM: what needs it.
+    if args.backend == crate::Backend::Llvm {
+        crate::backend::require_llvm("--backend llvm")?;
+    }
+    if args.aot.is_some() {
+        crate::backend::require_llvm("--aot")?;
+    }
     // The model at batch 1 tells what its input is.
     let probe = alexc_frontend::load(&args.model, 1)?;
     let inputs: Vec<_> = probe.graph.nodes_where(|op| matches!(op, Op::Input(_)));
@@ -152,14 +159,14 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             .next()
             .and_then(Value::into_float)
             .ok_or_else(|| anyhow!("the model's first output is not a float tensor"))?,
-        crate::Backend::Llvm | crate::Backend::Cranelift => {
+        crate::Backend::Llvm | crate::Backend::Cranelift | crate::Backend::Cuda => {
             let options = alexc_runtime::Options::default();
             let mut rt = match &args.aot {
                 None => alexc_runtime::Runtime::new(&model, &options, args.backend.runtime())
                     .with_context(|| format!("compiling the model with {}", args.backend.name()))?,
                 Some(dir) => {
-                    let backend = alexc_runtime::AotBackend { dir: dir.clone() };
-                    alexc_runtime::Runtime::new(&model, &options, &backend).with_context(|| {
+                    let backend = crate::backend::aot(dir)?;
+                    alexc_runtime::Runtime::new(&model, &options, &*backend).with_context(|| {
                         format!("loading the compiled plan in {}", dir.display())
                     })?
                 }

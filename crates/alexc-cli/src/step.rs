@@ -1,7 +1,7 @@
 //! `alexc step`: N training steps on one fixed batch, printing the loss of
 //! each — for overfitting a batch, and for cross-checking a step against
-//! another framework. Runs the compiled training graph (LLVM) or the
-//! reference interpreter on the same graph.
+//! another framework. Runs the compiled training graph (LLVM or Cranelift)
+//! or the reference interpreter on the same graph.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -35,6 +35,9 @@ fn read_batch(args: &StepArgs) -> anyhow::Result<(Tensor<f32>, Tensor<i64>)> {
 }
 
 pub fn step(args: &StepArgs) -> Result<(), CliError> {
+    if args.backend == Backend::Llvm {
+        crate::backend::require_llvm("--backend llvm")?;
+    }
     let (images, labels) = read_batch(args)?;
     let model = alexc_frontend::load(&args.model, images.shape()[0])?;
     run_steps(args, &model, &images, &labels)?;
@@ -78,7 +81,7 @@ fn run_steps(
         let seed = args.seed.wrapping_add(step as u64);
         let t = Instant::now();
         let loss = match args.backend {
-            Backend::Llvm | Backend::Cranelift => {
+            Backend::Llvm | Backend::Cranelift | Backend::Cuda => {
                 let dropout = if args.no_dropout {
                     Dropout::Off
                 } else {
@@ -96,7 +99,7 @@ fn run_steps(
     }
     if let Some(path) = &args.save_weights {
         match args.backend {
-            Backend::Llvm | Backend::Cranelift => rt.save_state(path)?,
+            Backend::Llvm | Backend::Cranelift | Backend::Cuda => rt.save_state(path)?,
             Backend::Interp => alexc_tensor::save_weights(path, &state)?,
         }
         eprintln!("saved weights and momentum to {}", path.display());

@@ -1,7 +1,7 @@
 //! Compile time and inference time of the Cranelift backend next to LLVM's.
 //!
 //! ```sh
-//! cargo run --release -p alexc-codegen-cranelift --example versus_llvm [MODEL.ron] [BATCH] [RUNS]
+//! cargo run --release -p alexc-codegen-cranelift --features llvm --example versus_llvm [MODEL.ron] [BATCH] [RUNS]
 //! ```
 //!
 //! 1. Compiles the training graph of the model (default

@@ -5,12 +5,12 @@
 //! any kernel runs: every binding lies inside its region and has the kernel
 //! parameter's dtype and length, and no two parameters of a launch overlap
 //! when one of them is written (aliased in-place parameters were merged).
-//! [`Executable::run`] re-checks each binding's range and dtype (cheap) so
-//! that it is sound on its own.
+//! [`Executable::run`] re-checks each binding's range and dtype (cheap,
+//! [`Memory::pointers`]) so that it is sound on its own.
 
-use alexc_kernel::{DType, Kernel};
+use alexc_kernel::Kernel;
 use alexc_lower::LowerOptions;
-use alexc_runtime::{Backend, Binding, Executable, ExternalStore, Memory, Region, RuntimeError};
+use alexc_runtime::{Backend, Binding, Executable, Memory, RuntimeError};
 
 use crate::emit::LANES;
 use crate::JitModule;
@@ -58,17 +58,10 @@ impl Executable for CraneliftExecutable {
             .names
             .get(index)
             .ok_or_else(|| RuntimeError::Internal(format!("no kernel {index}")))?;
-        let mut pointers = Vec::with_capacity(bindings.len());
-        for b in bindings {
-            pointers.push(pointer(memory, b).ok_or_else(|| {
-                RuntimeError::Internal(format!(
-                    "kernel `{name}`: binding {b:?} is outside its region or has the wrong dtype"
-                ))
-            })?);
-        }
+        let pointers = memory.pointers(name, bindings)?;
         // SAFETY: each pointer addresses `len` elements of the binding's
-        // dtype inside a live allocation (checked by `pointer`), which is
-        // exactly the kernel parameter's declared length (checked by
+        // dtype inside a live allocation (checked by `Memory::pointers`),
+        // which is exactly the kernel parameter's declared length (checked by
         // `Runtime::new` against the declaration); no written parameter
         // overlaps another (`merge_aliases`); `memory` is borrowed mutably
         // for the call.
@@ -78,29 +71,5 @@ impl Executable for CraneliftExecutable {
             kernel: name.clone(),
             message: e.to_string(),
         })
-    }
-}
-
-/// The address of `b`'s first element, if `b` lies inside its region and
-/// the region holds `b`'s dtype.
-fn pointer(memory: &mut Memory<'_>, b: &Binding) -> Option<*mut u8> {
-    let end = b.offset.checked_add(b.len)?;
-    match (b.region, b.dtype) {
-        (Region::Arena, DType::F32) => {
-            Some(memory.arena.get_mut(b.offset..end)?.as_mut_ptr().cast())
-        }
-        (Region::Workspace, DType::F32) => {
-            Some(memory.workspace.get_mut(b.offset..end)?.as_mut_ptr().cast())
-        }
-        (Region::External(i), dtype) => match (memory.external.get_mut(i)?, dtype) {
-            (ExternalStore::F32(v), DType::F32) => {
-                Some(v.get_mut(b.offset..end)?.as_mut_ptr().cast())
-            }
-            (ExternalStore::I64(v), DType::I64) => {
-                Some(v.get_mut(b.offset..end)?.as_mut_ptr().cast())
-            }
-            _ => None,
-        },
-        _ => None,
     }
 }

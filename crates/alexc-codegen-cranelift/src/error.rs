@@ -1,5 +1,6 @@
 //! The backend's error type.
 
+use crate::ArgError;
 use alexc_kernel::{BufId, DType, VarId};
 
 /// Why kernels could not be translated, compiled or called.
@@ -31,23 +32,7 @@ pub enum CraneliftError {
     Module(String),
     #[error("no kernel {0}")]
     UnknownKernel(usize),
-    #[error("kernel `{kernel}` takes {expected} buffers, got {got}")]
-    ArgCount {
-        kernel: String,
-        expected: usize,
-        got: usize,
-    },
-    #[error(
-        "kernel `{kernel}`: buffer {index} `{name}` must be {expected_dtype} × {expected_len}, \
-         got {got_dtype} × {got_len}"
-    )]
-    BadArgument {
-        kernel: String,
-        index: usize,
-        name: String,
-        expected_dtype: DType,
-        expected_len: usize,
-        got_dtype: DType,
-        got_len: usize,
-    },
+    /// A checked call whose buffers do not fit the kernel's parameters.
+    #[error(transparent)]
+    BadCall(#[from] ArgError),
 }

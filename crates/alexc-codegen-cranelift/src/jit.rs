@@ -23,8 +23,9 @@
 
 use std::fmt;
 
-pub use alexc_kernel::abi::BufferArg;
-use alexc_kernel::{DType, Kernel, LoopKind, Stmt};
+use alexc_kernel::abi;
+pub use alexc_kernel::abi::{ArgError, BufferArg};
+use alexc_kernel::{Kernel, LoopKind, Stmt};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{types, Signature};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
@@ -187,16 +188,8 @@ fn partition(kernels: &[Kernel], parts: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// A parameter as [`JitModule::call`] checks it.
-struct ParamSig {
-    name: String,
-    dtype: DType,
-    len: usize,
-}
-
 struct Entry {
-    name: String,
-    params: Vec<ParamSig>,
+    sig: abi::Signature,
     entry: KernelFn,
 }
 
@@ -212,7 +205,11 @@ impl fmt::Debug for JitModule {
         f.debug_struct("JitModule")
             .field(
                 "kernels",
-                &self.kernels.iter().map(|k| &k.name).collect::<Vec<_>>(),
+                &self
+                    .kernels
+                    .iter()
+                    .map(|k| &k.sig.kernel)
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -274,7 +271,7 @@ impl JitModule {
 
     /// The index of the kernel named `name`.
     pub fn kernel_index(&self, name: &str) -> Option<usize> {
-        self.kernels.iter().position(|k| k.name == name)
+        self.kernels.iter().position(|k| k.sig.kernel == name)
     }
 
     fn entry(&self, index: usize) -> Result<&Entry, CraneliftError> {
@@ -287,26 +284,7 @@ impl JitModule {
     /// checking every dtype and length against its declaration.
     pub fn call(&self, index: usize, args: &mut [BufferArg<'_>]) -> Result<(), CraneliftError> {
         let kernel = self.entry(index)?;
-        if args.len() != kernel.params.len() {
-            return Err(CraneliftError::ArgCount {
-                kernel: kernel.name.clone(),
-                expected: kernel.params.len(),
-                got: args.len(),
-            });
-        }
-        for (i, (arg, sig)) in args.iter().zip(&kernel.params).enumerate() {
-            if arg.dtype() != sig.dtype || arg.len() != sig.len {
-                return Err(CraneliftError::BadArgument {
-                    kernel: kernel.name.clone(),
-                    index: i,
-                    name: sig.name.clone(),
-                    expected_dtype: sig.dtype,
-                    expected_len: sig.len,
-                    got_dtype: arg.dtype(),
-                    got_len: arg.len(),
-                });
-            }
-        }
+        kernel.sig.check(args)?;
         let pointers: Vec<*mut u8> = args.iter_mut().map(BufferArg::as_ptr).collect();
         // SAFETY: every buffer has the declared dtype and length, the `&mut`
         // slices are disjoint, `pointers` outlives the call, and `entry` is
@@ -328,13 +306,7 @@ impl JitModule {
         pointers: &[*mut u8],
     ) -> Result<(), CraneliftError> {
         let kernel = self.entry(index)?;
-        if pointers.len() != kernel.params.len() {
-            return Err(CraneliftError::ArgCount {
-                kernel: kernel.name.clone(),
-                expected: kernel.params.len(),
-                got: pointers.len(),
-            });
-        }
+        kernel.sig.check_count(pointers.len())?;
         // SAFETY: the caller's contract; `entry` is the kernel's entry.
         unsafe { (kernel.entry)(pointers.as_ptr()) };
         Ok(())
@@ -434,15 +406,7 @@ fn link(
         // owns the code lives as long as the table (same struct).
         let entry = unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) };
         table.kernels.push(Entry {
-            name: kernel.name.clone(),
-            params: kernel
-                .params()
-                .map(|(_, d)| ParamSig {
-                    name: d.name.clone(),
-                    dtype: d.dtype,
-                    len: d.elements(),
-                })
-                .collect(),
+            sig: abi::Signature::of(kernel),
             entry,
         });
     }

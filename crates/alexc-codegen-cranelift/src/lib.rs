@@ -69,4 +69,4 @@ pub use emit::{
     clif_text, emit_kernel, render_clif, EmitOptions, Extern, LANES, NS_EXTERN, NS_LOCAL,
 };
 pub use error::CraneliftError;
-pub use jit::{host_emit_options, BufferArg, JitModule};
+pub use jit::{host_emit_options, ArgError, BufferArg, JitModule};

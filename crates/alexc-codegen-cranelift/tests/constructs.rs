@@ -3,7 +3,7 @@
 //! compared with the reference evaluator (`alexc_kernel::eval`), bit for
 //! bit unless a test says otherwise.
 
-use alexc_codegen_cranelift::{clif_text, BufferArg, CraneliftError, JitModule};
+use alexc_codegen_cranelift::{clif_text, ArgError, BufferArg, CraneliftError, JitModule};
 use alexc_kernel::{
     eval, Access, BinOp, BufId, Cmp, Cond, DType, Expr, HostBuffer, Idx, Kernel, KernelBuilder,
     LoopKind, Schedule, Stmt, UnOp, VarId,
@@ -647,11 +647,11 @@ fn bad_arguments_are_errors() {
     let mut short = vec![HostBuffer::F32(vec![0.0; 2])];
     assert!(matches!(
         call(&jit, &mut short),
-        Err(CraneliftError::ArgCount {
+        Err(CraneliftError::BadCall(ArgError::Count {
             expected: 3,
             got: 1,
             ..
-        })
+        }))
     ));
     let mut wrong = vec![
         HostBuffer::F32(vec![0.0; 2]),
@@ -660,12 +660,12 @@ fn bad_arguments_are_errors() {
     ];
     assert!(matches!(
         call(&jit, &mut wrong),
-        Err(CraneliftError::BadArgument {
+        Err(CraneliftError::BadCall(ArgError::Mismatch {
             index: 2,
             expected_len: 16,
             got_len: 15,
             ..
-        })
+        }))
     ));
     let mut labels = vec![
         HostBuffer::F32(vec![0.0; 2]),
@@ -674,7 +674,7 @@ fn bad_arguments_are_errors() {
     ];
     assert!(matches!(
         call(&jit, &mut labels),
-        Err(CraneliftError::BadArgument { index: 1, .. })
+        Err(CraneliftError::BadCall(ArgError::Mismatch { index: 1, .. }))
     ));
     assert!(matches!(
         jit.call(1, &mut []),

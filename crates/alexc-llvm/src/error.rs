@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::ArgError;
 use alexc_kernel::{BufId, DType, VarId};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,22 +29,9 @@ pub enum LlvmError {
     Llvm(String),
     #[error("no kernel named `{0}` in this module")]
     UnknownKernel(String),
-    #[error("kernel `{kernel}` takes {expected} buffers, got {got}")]
-    ArgCount {
-        kernel: String,
-        expected: usize,
-        got: usize,
-    },
-    #[error("kernel `{kernel}`, parameter {index} (`{name}`): expected {expected_dtype}[{expected_len}], got {got_dtype}[{got_len}]")]
-    BadArgument {
-        kernel: String,
-        index: usize,
-        name: String,
-        expected_dtype: DType,
-        expected_len: usize,
-        got_dtype: DType,
-        got_len: usize,
-    },
+    /// A checked call whose buffers do not fit the kernel's parameters.
+    #[error(transparent)]
+    BadCall(#[from] ArgError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

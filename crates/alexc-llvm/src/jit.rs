@@ -23,8 +23,9 @@
 
 use std::fmt;
 
-pub use alexc_kernel::abi::BufferArg;
-use alexc_kernel::{DType, Kernel};
+use alexc_kernel::abi::Signature;
+pub use alexc_kernel::abi::{ArgError, BufferArg};
+use alexc_kernel::Kernel;
 use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::module::Module;
@@ -36,16 +37,8 @@ use crate::{parallel, LlvmError, Target};
 /// A kernel's compiled entry point: `args[i]` is parameter buffer `i`.
 pub(crate) type KernelFn = unsafe extern "C" fn(args: *const *mut u8);
 
-/// A parameter as [`Entries::call`] checks it.
-struct ParamSig {
-    name: String,
-    dtype: DType,
-    len: usize,
-}
-
 struct Entry {
-    name: String,
-    params: Vec<ParamSig>,
+    sig: Signature,
     entry: KernelFn,
 }
 
@@ -67,53 +60,26 @@ impl Entries {
     /// kernel, and stay callable as long as this table is used.
     pub(crate) unsafe fn push(&mut self, kernel: &Kernel, entry: KernelFn) {
         self.kernels.push(Entry {
-            name: kernel.name.clone(),
-            params: kernel
-                .params()
-                .map(|(_, d)| ParamSig {
-                    name: d.name.clone(),
-                    dtype: d.dtype,
-                    len: d.elements(),
-                })
-                .collect(),
+            sig: Signature::of(kernel),
             entry,
         });
     }
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.kernels.iter().map(|k| k.name.as_str())
+        self.kernels.iter().map(|k| k.sig.kernel.as_str())
     }
 
     fn kernel(&self, name: &str) -> Result<&Entry, LlvmError> {
         self.kernels
             .iter()
-            .find(|k| k.name == name)
+            .find(|k| k.sig.kernel == name)
             .ok_or_else(|| LlvmError::UnknownKernel(name.to_string()))
     }
 
     /// See [`JitModule::call`].
     pub(crate) fn call(&self, name: &str, args: &mut [BufferArg<'_>]) -> Result<(), LlvmError> {
         let kernel = self.kernel(name)?;
-        if args.len() != kernel.params.len() {
-            return Err(LlvmError::ArgCount {
-                kernel: name.to_string(),
-                expected: kernel.params.len(),
-                got: args.len(),
-            });
-        }
-        for (index, (arg, sig)) in args.iter().zip(&kernel.params).enumerate() {
-            if arg.dtype() != sig.dtype || arg.len() != sig.len {
-                return Err(LlvmError::BadArgument {
-                    kernel: name.to_string(),
-                    index,
-                    name: sig.name.clone(),
-                    expected_dtype: sig.dtype,
-                    expected_len: sig.len,
-                    got_dtype: arg.dtype(),
-                    got_len: arg.len(),
-                });
-            }
-        }
+        kernel.sig.check(args)?;
         let pointers: Vec<*mut u8> = args.iter_mut().map(BufferArg::as_ptr).collect();
         // SAFETY: every buffer has the declared dtype and length, the `&mut`
         // slices are disjoint (noalias), `pointers` outlives the call, and
@@ -133,13 +99,7 @@ impl Entries {
         pointers: &[*mut u8],
     ) -> Result<(), LlvmError> {
         let kernel = self.kernel(name)?;
-        if pointers.len() != kernel.params.len() {
-            return Err(LlvmError::ArgCount {
-                kernel: name.to_string(),
-                expected: kernel.params.len(),
-                got: pointers.len(),
-            });
-        }
+        kernel.sig.check_count(pointers.len())?;
         // SAFETY: the caller's contract; `entry` is the kernel's wrapper.
         unsafe { (kernel.entry)(pointers.as_ptr()) };
         Ok(())

@@ -85,7 +85,7 @@ mod target;
 pub use aot::{write_aot, AotArtifacts, AotKernel, AotLibrary, AotManifest, AotParam, AotTarget};
 pub use emit::{asm_text, emit_module, llvm_ir_text, optimize};
 pub use error::LlvmError;
-pub use jit::{BufferArg, JitModule};
+pub use jit::{ArgError, BufferArg, JitModule};
 pub use parallel::{set_threads, threads};
 pub use target::Target;
 

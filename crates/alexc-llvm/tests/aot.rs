@@ -11,7 +11,9 @@ use std::process::Command;
 use alexc_kernel::{
     Access, BinOp, DType, Expr, HostBuffer, Kernel, KernelBuilder, LoopKind, Schedule, Stmt, UnOp,
 };
-use alexc_llvm::{write_aot, AotLibrary, AotManifest, BufferArg, JitModule, LlvmError, Target};
+use alexc_llvm::{
+    write_aot, AotLibrary, AotManifest, ArgError, BufferArg, JitModule, LlvmError, Target,
+};
 use common::{data, for_, k, v};
 
 /// `y[i] = exp(x[i]) + log(x[i]·x[i] + 1)` in 8-lane vectorized tiles
@@ -133,7 +135,7 @@ fn aot_results_equal_the_jit_bit_for_bit() {
     let mut wrong = vec![HostBuffer::F32(vec![0.0; 3])];
     assert!(matches!(
         aot.call("exp_log", &mut args(&mut wrong)),
-        Err(LlvmError::ArgCount { .. })
+        Err(LlvmError::BadCall(ArgError::Count { .. }))
     ));
     assert!(matches!(
         aot.call("nope", &mut []),

@@ -9,7 +9,7 @@ use alexc_kernel::{
     Access, BinOp, Cmp, Cond, DType, Expr, HostBuffer, Idx, KernelBuilder, LoopKind, Schedule,
     Stmt, UnOp,
 };
-use alexc_llvm::{asm_text, llvm_ir_text, BufferArg, JitModule, LlvmError, Target};
+use alexc_llvm::{asm_text, llvm_ir_text, ArgError, BufferArg, JitModule, LlvmError, Target};
 use common::{assert_close, data, eq, for_, k, run_both, v};
 
 #[test]
@@ -445,12 +445,12 @@ fn bad_arguments_are_errors() {
     assert!(
         matches!(
             err,
-            LlvmError::BadArgument {
+            LlvmError::BadCall(ArgError::Mismatch {
                 index: 2,
                 expected_len: 10,
                 got_len: 9,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -469,7 +469,7 @@ fn bad_arguments_are_errors() {
         )
         .expect_err("wrong dtype");
     assert!(
-        matches!(err, LlvmError::BadArgument { index: 1, .. }),
+        matches!(err, LlvmError::BadCall(ArgError::Mismatch { index: 1, .. })),
         "{err}"
     );
 
@@ -479,11 +479,11 @@ fn bad_arguments_are_errors() {
     assert!(
         matches!(
             err,
-            LlvmError::ArgCount {
+            LlvmError::BadCall(ArgError::Count {
                 expected: 4,
                 got: 1,
                 ..
-            }
+            })
         ),
         "{err}"
     );

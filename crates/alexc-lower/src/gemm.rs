@@ -74,7 +74,12 @@
 //! Outputs are `ReadWrite` because a k-block after the first adds to them.
 
 mod gemv;
+mod gpu;
 mod micro;
+
+/// The GPU GEMM's tile sizes (see `gemm/gpu.rs`): the CUDA backend's
+/// launch math and tests read them.
+pub use gpu::{BK as GPU_BK, BM as GPU_BM, BN as GPU_BN, THREADS as GPU_THREADS};
 
 use alexc_ir::{Conv2dAttrs, Op};
 use alexc_kernel::{
@@ -149,6 +154,13 @@ fn gemm(
     args: &mut Vec<Arg>,
     ctx: &NodeCtx<'_>,
 ) -> (Vec<Stmt>, Schedule) {
+    if ctx.options.is_gpu() {
+        let built = gpu::build(kb, spec);
+        args.extend(built.workspaces);
+        let mut body = prologue;
+        body.extend(built.body);
+        return (body, built.schedule);
+    }
     let plan = micro::plan(spec, ctx.options.vector_width, ctx.options.parallel);
     let built = micro::build(kb, spec, &plan, ctx.options.parallel);
     args.extend(built.workspaces);
@@ -172,6 +184,9 @@ fn stage(
     args.push(Arg::Workspace {
         elements: shape.iter().product(),
     });
+    if ctx.options.is_gpu() {
+        return (ws, gpu::stage_flat(kb, ws, shape, value));
+    }
     let (outer, last) = shape.split_at(shape.len().saturating_sub(1));
     let rows: usize = outer.iter().product();
     let u = kb.var("u", DType::I64);
@@ -221,6 +236,10 @@ fn stage_padded(
     args.push(Arg::Workspace {
         elements: a * b * hp * wp,
     });
+    if ctx.options.is_gpu() {
+        let fill = gpu::stage_padded_flat(kb, ws, [a, b, h, w], [t, bo, l, r], value);
+        return (ws, fill);
+    }
     let width = ctx.options.vector_width.max(1);
     let vloop = LoopKind::Vectorized { width };
     let (u, y) = (kb.var("u", DType::I64), kb.var("y", DType::I64));
@@ -697,6 +716,9 @@ fn bias_grad(
     [n, oc, p]: [usize; 3],
     ctx: &NodeCtx<'_>,
 ) -> (Vec<Stmt>, Schedule) {
+    if ctx.options.is_gpu() {
+        return gpu::bias_grad(kb, db, dz, [n, oc, p]);
+    }
     let vw = ctx.options.vector_width.max(1) as usize;
     let acc = kb.local("acc", DType::F32, &[vw]);
     let (o, l0, nv, pb, l1, l2, l3) = (
@@ -849,7 +871,8 @@ fn linear_forward(
             None => v,
         }
     };
-    let (body, schedule) = if n <= GEMV_MAX_BATCH {
+    // A GPU runs every batch as a tiled GEMM (a block per tile of W).
+    let (body, schedule) = if n <= GEMV_MAX_BATCH && !ctx.options.is_gpu() {
         let spec = GemvSpec {
             rows: fout,
             cols: n,

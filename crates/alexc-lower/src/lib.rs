@@ -54,6 +54,31 @@ pub struct LowerOptions {
     pub parallel: bool,
 }
 
+impl LowerOptions {
+    /// The lowering for a GPU (SIMT) target: convolutions and linear layers
+    /// become block-tiled GEMMs with shared-memory tiles and per-thread
+    /// register tiles (`gemm/gpu.rs`), staging loops and every other op one
+    /// parallel iteration (one thread) per element or per line, with no
+    /// vector loops.
+    ///
+    /// Spelled `vector_width: 0` ("no SIMD lanes") rather than a new field,
+    /// so that the struct keeps the shape every backend and test already
+    /// constructs literally; no CPU option set uses width 0, so CPU output
+    /// is unchanged. Use this constructor and [`LowerOptions::is_gpu`]
+    /// instead of the spelling.
+    pub const fn gpu() -> LowerOptions {
+        LowerOptions {
+            vector_width: 0,
+            parallel: true,
+        }
+    }
+
+    /// Whether these are the GPU options ([`LowerOptions::gpu`]).
+    pub const fn is_gpu(&self) -> bool {
+        self.vector_width == 0
+    }
+}
+
 impl Default for LowerOptions {
     fn default() -> Self {
         LowerOptions {
@@ -87,6 +112,28 @@ pub fn lower_node(
     if node.op.is_source() {
         return Ok(Vec::new());
     }
+    // On a GPU only the GEMMs have a schedule of their own; every other op
+    // keeps its CPU loop nest at one lane, whose parallel loop runs one
+    // element or line per thread.
+    const GPU_SCALAR: LowerOptions = LowerOptions {
+        vector_width: 1,
+        parallel: true,
+    };
+    let is_gemm = matches!(
+        node.op,
+        Op::Conv2d(_)
+            | Op::ConvRelu(_)
+            | Op::Linear(_)
+            | Op::LinearRelu(_)
+            | Op::Conv2dBackward(_)
+            | Op::ConvReluBackward(_)
+            | Op::LinearBackward(_)
+    );
+    let options = if options.is_gpu() && !is_gemm {
+        &GPU_SCALAR
+    } else {
+        options
+    };
     let ctx = NodeCtx { graph, id, options };
     match &node.op {
         Op::Relu

@@ -5,7 +5,10 @@
 //! kernel parameter lives in the runtime's [`Memory`]. The runtime has
 //! checked every binding — region, offset, length, dtype — against the
 //! kernel's declarations before the first call, so a backend may pass the
-//! addresses to generated code without further checks.
+//! addresses to generated code without further checks. Native backends
+//! (LLVM, Cranelift) get those addresses from one place,
+//! [`Memory::pointers`], in the calling convention of
+//! [`alexc_kernel::abi`].
 //!
 //! [`EvalBackend`] runs kernels on the kernel IR evaluator: slow, obviously
 //! correct, and the reference the compiled backends are compared with.
@@ -70,6 +73,69 @@ pub struct Memory<'a> {
     pub arena: &'a mut [f32],
     pub workspace: &'a mut [f32],
     pub external: &'a mut [ExternalStore],
+}
+
+impl Memory<'_> {
+    /// The base pointer of each binding, in order: the arguments of a call
+    /// of native code in the kernel calling convention
+    /// ([`alexc_kernel::abi`]). Errors name `kernel`.
+    ///
+    /// `Runtime::new` has checked every binding against the kernel's
+    /// declaration and its region; the range and dtype are checked again
+    /// here (cheap) so that a backend's call is sound on this function's
+    /// result alone. Each region's base pointer is taken once per call, so
+    /// the pointers of two bindings into the arena derive from the same
+    /// borrow.
+    pub fn pointers(
+        &mut self,
+        kernel: &str,
+        bindings: &[Binding],
+    ) -> Result<Vec<*mut u8>, RuntimeError> {
+        let arena = (self.arena.len(), self.arena.as_mut_ptr());
+        let workspace = (self.workspace.len(), self.workspace.as_mut_ptr());
+        let mut pointers = Vec::with_capacity(bindings.len());
+        for b in bindings {
+            let region_len = match b.region {
+                Region::Arena => arena.0,
+                Region::Workspace => workspace.0,
+                Region::External(i) => self.external.get(i).map_or(0, ExternalStore::len),
+            };
+            if b.offset
+                .checked_add(b.len)
+                .is_none_or(|end| end > region_len)
+            {
+                return Err(RuntimeError::Internal(format!(
+                    "kernel `{kernel}`: binding {b:?} outside its region"
+                )));
+            }
+            // In bounds (checked above), so `wrapping_add` stays inside the
+            // allocation.
+            let ptr: *mut u8 = match (b.region, b.dtype) {
+                (Region::Arena, DType::F32) => arena.1.wrapping_add(b.offset).cast(),
+                (Region::Workspace, DType::F32) => workspace.1.wrapping_add(b.offset).cast(),
+                (Region::External(i), dtype) => match (self.external.get_mut(i), dtype) {
+                    // `Vec::as_mut_ptr` creates no reference to the
+                    // elements, so two bindings of one buffer stay valid.
+                    (Some(ExternalStore::F32(v)), DType::F32) => {
+                        v.as_mut_ptr().wrapping_add(b.offset).cast()
+                    }
+                    (Some(ExternalStore::I64(v)), DType::I64) => {
+                        v.as_mut_ptr().wrapping_add(b.offset).cast()
+                    }
+                    _ => return Err(wrong_dtype(kernel, b)),
+                },
+                _ => return Err(wrong_dtype(kernel, b)),
+            };
+            pointers.push(ptr);
+        }
+        Ok(pointers)
+    }
+}
+
+fn wrong_dtype(kernel: &str, b: &Binding) -> RuntimeError {
+    RuntimeError::Internal(format!(
+        "kernel `{kernel}`: binding {b:?} has the wrong dtype"
+    ))
 }
 
 /// Host memory, read-only.
@@ -238,5 +304,44 @@ impl Executable for EvalExecutable {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_address_each_binding_and_refuse_bad_ones() {
+        let (mut arena, mut workspace) = (vec![0f32; 8], vec![0f32; 2]);
+        let mut external = vec![ExternalStore::I64(vec![0; 3])];
+        let mut memory = Memory {
+            arena: &mut arena,
+            workspace: &mut workspace,
+            external: &mut external,
+        };
+        let bind = |region, offset, len, dtype| Binding {
+            region,
+            offset,
+            len,
+            dtype,
+        };
+        let ok = [
+            bind(Region::Arena, 2, 6, DType::F32),
+            bind(Region::External(0), 1, 2, DType::I64),
+        ];
+        let pointers = memory.pointers("k", &ok).expect("in bounds");
+        assert_eq!(pointers.len(), 2);
+        let arena_base = memory.arena.as_ptr() as usize;
+        assert_eq!(pointers[0] as usize, arena_base + 2 * 4);
+
+        let past_the_end = [bind(Region::Arena, 2, 7, DType::F32)];
+        let err = memory.pointers("k", &past_the_end).expect_err("outside");
+        assert!(err.to_string().contains("outside its region"), "{err}");
+        let wrong = [bind(Region::External(0), 0, 3, DType::F32)];
+        let err = memory.pointers("k", &wrong).expect_err("dtype");
+        assert!(err.to_string().contains("wrong dtype"), "{err}");
+        let missing = [bind(Region::External(1), 0, 0, DType::F32)];
+        assert!(memory.pointers("k", &missing).is_err());
     }
 }

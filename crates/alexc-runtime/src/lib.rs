@@ -14,6 +14,7 @@
 //! initialized and saved (safetensors, written atomically).
 
 mod backend;
+#[cfg(feature = "llvm")]
 mod llvm;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use alexc_tensor::{Tensor, Weights};
 pub use backend::{
     read_host, Backend, Binding, EvalBackend, Executable, ExternalStore, HostView, Memory, Region,
 };
+#[cfg(feature = "llvm")]
 pub use llvm::{write_aot, AotArtifacts, AotBackend, LlvmBackend};
 
 /// Everything that can go wrong, as the caller sees it.

@@ -14,13 +14,13 @@
 
 use std::path::{Path, PathBuf};
 
-use alexc_kernel::{DType, Kernel};
+use alexc_kernel::Kernel;
 use alexc_llvm::{AotLibrary, JitModule, LlvmError, Target};
 use alexc_lower::LowerOptions;
 
 pub use alexc_llvm::AotArtifacts;
 
-use crate::backend::{Backend, Binding, Executable, ExternalStore, Memory, Region};
+use crate::backend::{Backend, Binding, Executable, Memory};
 use crate::RuntimeError;
 
 /// JIT compilation with LLVM for the host CPU.
@@ -118,52 +118,10 @@ impl Executable for NativeExecutable {
             .names
             .get(index)
             .ok_or_else(|| RuntimeError::Internal(format!("no kernel {index}")))?;
-        let mut pointers = Vec::with_capacity(bindings.len());
-        for b in bindings {
-            // Re-check the range (cheap) so this function is sound on its own.
-            let region_len = match b.region {
-                Region::Arena => memory.arena.len(),
-                Region::Workspace => memory.workspace.len(),
-                Region::External(i) => memory.external.get(i).map_or(0, ExternalStore::len),
-            };
-            if b.offset
-                .checked_add(b.len)
-                .is_none_or(|end| end > region_len)
-            {
-                return Err(RuntimeError::Internal(format!(
-                    "kernel `{name}`: binding {b:?} outside its region"
-                )));
-            }
-            let ptr: *mut u8 = match (b.region, b.dtype) {
-                (Region::Arena, DType::F32) => {
-                    memory.arena.as_mut_ptr().wrapping_add(b.offset).cast()
-                }
-                (Region::Workspace, DType::F32) => {
-                    memory.workspace.as_mut_ptr().wrapping_add(b.offset).cast()
-                }
-                (Region::External(i), dtype) => match (memory.external.get_mut(i), dtype) {
-                    (Some(ExternalStore::F32(v)), DType::F32) => {
-                        v.as_mut_ptr().wrapping_add(b.offset).cast()
-                    }
-                    (Some(ExternalStore::I64(v)), DType::I64) => {
-                        v.as_mut_ptr().wrapping_add(b.offset).cast()
-                    }
-                    _ => {
-                        return Err(RuntimeError::Internal(format!(
-                            "kernel `{name}`: binding {b:?} has the wrong dtype"
-                        )))
-                    }
-                },
-                _ => {
-                    return Err(RuntimeError::Internal(format!(
-                        "kernel `{name}`: binding {b:?} has the wrong dtype"
-                    )))
-                }
-            };
-            pointers.push(ptr);
-        }
+        let pointers = memory.pointers(name, bindings)?;
         // SAFETY: each pointer addresses `len` elements of the binding's
-        // dtype inside a live allocation (checked above), which is exactly
+        // dtype inside a live allocation (checked by `Memory::pointers`),
+        // which is exactly
         // the kernel parameter's declared length (checked by `Runtime::new`
         // against the declaration); no written parameter overlaps another
         // (`merge_aliases`); `memory` is borrowed mutably for the call.

@@ -17,12 +17,14 @@
 //! Nothing here panics on file contents: every malformed input is an error
 //! that names the file and, where there is one, the tensor.
 
+mod atomic;
 mod init;
 mod npy;
 pub mod rng;
 mod tensor;
 mod weights;
 
+pub use atomic::{write_atomic, write_atomic_with, AtomicWriteError, WriteStage};
 pub use init::{expected_parameters, init_parameters, InitError};
 pub use npy::{read_npy, write_npy, NpyError, NpyTensor};
 pub use tensor::{element_count, Tensor, TensorError};

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use alexc_ir::Shape;
@@ -210,38 +210,10 @@ pub fn save_weights(path: impl AsRef<Path>, weights: &Weights) -> Result<(), Wei
         path: path.to_path_buf(),
         source,
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let io_err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| WeightsError::Io { path: p, source }
-    };
-    let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp)(e));
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    // Persist the rename itself; not every platform lets a directory be
-    // opened for syncing, and the data is already safe, so this is best-effort.
-    if let Ok(d) = fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::write_atomic(path, &bytes).map_err(|e| WeightsError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// A tensor whose shape is not the one the model expects.

@@ -1,0 +1,64 @@
+//! The CUDA C of AlexNet's main kernels (batch 128), pinned by snapshots: a
+//! fused convolution + ReLU (block-tiled GEMM after its padding launch),
+//! the fused LRN + max-pool (one thread per plane), and a weight gradient
+//! (split-K GEMM, then its deterministic reduction).
+
+mod common;
+
+use alexc_cuda::{render, Mapping};
+
+#[test]
+fn conv_relu_forward_is_a_padding_launch_then_a_block_tiled_gemm() {
+    let kernels = common::plan(false, false);
+    let k = render(common::kernel(&kernels, "conv1+relu1_fwd")).expect("renders");
+    let mappings: Vec<Mapping> = k.launches.iter().map(|l| l.mapping).collect();
+    assert_eq!(
+        mappings,
+        [
+            Mapping::Flat {
+                iterations: 128 * 3 * 228 * 228
+            },
+            // 128 images × ⌈96 / 64⌉ × ⌈3025 / 64⌉ tiles.
+            Mapping::Blocks {
+                blocks: 128 * 2 * 48,
+                threads: 256
+            },
+        ]
+    );
+    assert!(k.source.contains("__shared__ float"));
+    assert!(k.source.contains("__syncthreads();"));
+    assert!(k.source.contains("const float* __restrict__ b0"));
+    insta::assert_snapshot!("conv1_relu1_fwd", k.source);
+}
+
+#[test]
+fn lrn_max_pool_runs_one_thread_per_plane() {
+    let kernels = common::plan(false, false);
+    let k = render(common::kernel(&kernels, "norm1+pool1.lrn_max_pool")).expect("renders");
+    assert_eq!(
+        k.launches.iter().map(|l| l.mapping).collect::<Vec<_>>(),
+        [Mapping::Flat {
+            iterations: 128 * 96
+        }]
+    );
+    insta::assert_snapshot!("norm1_pool1_lrn_max_pool", k.source);
+}
+
+#[test]
+fn conv_weight_gradient_splits_the_images_and_reduces_in_order() {
+    let kernels = common::plan(true, false);
+    let k = render(common::kernel(&kernels, "conv2+relu2.backward_dw")).expect("renders");
+    let mappings: Vec<Mapping> = k.launches.iter().map(|l| l.mapping).collect();
+    assert!(
+        matches!(
+            mappings.as_slice(),
+            [
+                ..,
+                Mapping::Blocks { threads: 256, .. },
+                Mapping::Flat { .. }
+            ]
+        ),
+        "{mappings:?}"
+    );
+    insta::assert_snapshot!("conv2_relu2_backward_dw", k.source);
+}
