@@ -1,7 +1,8 @@
 //! Every kernel of `models/alexnet.ron` at batch 128 — inference and
 //! training, fused and unfused — compiles with NVRTC for sm_90 (the whole
 //! plan as one translation unit), and `ptxas -v` reports no register spills
-//! in the convolution and GEMM kernels. Needs no GPU: NVRTC and ptxas come
+//! in the convolution and GEMM kernels and no local memory at all in the
+//! window kernels (LRN, max-pooling). Needs no GPU: NVRTC and ptxas come
 //! from NVIDIA's wheels (`source scripts/setup.sh`). Without them the tests
 //! print why and pass (skip), unless `ALEXC_REQUIRE_NVRTC=1`.
 
@@ -23,6 +24,12 @@ fn tools() -> bool {
         eprintln!("{msg}");
     }
     nvrtc && ptxas
+}
+
+/// The window kernels (LRN, max-pooling and their fusion, forward and
+/// backward), which on a GPU keep no thread-private buffers.
+fn is_window(kernel: &str) -> bool {
+    ["lrn", "max_pool"].iter().any(|op| kernel.contains(op))
 }
 
 /// The GEMM kernels: convolutions and linear layers, forward and backward
@@ -51,11 +58,21 @@ fn check(train: bool, no_fuse: bool) {
     );
     assert_eq!(report.len(), launches, "one ptxas report per launch");
     let mut spills = Vec::new();
+    let mut local = Vec::new();
     for (kernel, rendered) in kernels.iter().zip(&module.kernels) {
         for launch in &rendered.launches {
             let Some(r) = report.iter().find(|r| r.name == launch.entry) else {
                 panic!("ptxas reported nothing for {}", launch.entry);
             };
+            if is_window(&kernel.name) {
+                println!(
+                    "  {:<44} {:>3} registers, {:>4} B stack, spills {}/{} B",
+                    r.name, r.registers, r.stack_bytes, r.spill_stores, r.spill_loads
+                );
+                if r.stack_bytes > 0 || r.spill_stores > 0 || r.spill_loads > 0 {
+                    local.push(r.name.clone());
+                }
+            }
             if is_gemm(&kernel.name) {
                 println!(
                     "  {:<44} {:>3} registers, {:>5} B shared, {:>4} B stack, spills {}/{} B",
@@ -73,6 +90,7 @@ fn check(train: bool, no_fuse: bool) {
         }
     }
     assert!(spills.is_empty(), "register spills in {spills:?}");
+    assert!(local.is_empty(), "local memory in window kernels {local:?}");
     // What `alexc compile --backend cuda --emit cuda,ptx -o DIR` writes.
     let dir = std::env::temp_dir().join(format!(
         "alexc-cuda-module-{}-{train}-{no_fuse}",

@@ -57,9 +57,10 @@ pub struct LowerOptions {
 impl LowerOptions {
     /// The lowering for a GPU (SIMT) target: convolutions and linear layers
     /// become block-tiled GEMMs with shared-memory tiles and per-thread
-    /// register tiles (`gemm/gpu.rs`), staging loops and every other op one
-    /// parallel iteration (one thread) per element or per line, with no
-    /// vector loops.
+    /// register tiles (`gemm/gpu.rs`), LRN and max-pooling (plain, fused,
+    /// backward) one thread per element with no thread-private buffers
+    /// (`window/gpu.rs`), staging loops and every other op one parallel
+    /// iteration (one thread) per element or per line, with no vector loops.
     ///
     /// Spelled `vector_width: 0` ("no SIMD lanes") rather than a new field,
     /// so that the struct keeps the shape every backend and test already
@@ -88,6 +89,13 @@ impl Default for LowerOptions {
     }
 }
 
+/// The options of an op without a GPU lowering of its own on a GPU: its CPU
+/// loop nest at one lane.
+pub(crate) const GPU_SCALAR: LowerOptions = LowerOptions {
+    vector_width: 1,
+    parallel: true,
+};
+
 /// Why a node could not be lowered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LowerError {
@@ -112,14 +120,11 @@ pub fn lower_node(
     if node.op.is_source() {
         return Ok(Vec::new());
     }
-    // On a GPU only the GEMMs have a schedule of their own; every other op
-    // keeps its CPU loop nest at one lane, whose parallel loop runs one
-    // element or line per thread.
-    const GPU_SCALAR: LowerOptions = LowerOptions {
-        vector_width: 1,
-        parallel: true,
-    };
-    let is_gemm = matches!(
+    // On a GPU the GEMMs and the window ops have lowerings of their own
+    // (`gemm/gpu.rs`, `window/gpu.rs`); every other op keeps its CPU loop
+    // nest at one lane, whose parallel loop runs one element or line per
+    // thread.
+    let has_gpu_lowering = matches!(
         node.op,
         Op::Conv2d(_)
             | Op::ConvRelu(_)
@@ -128,8 +133,16 @@ pub fn lower_node(
             | Op::Conv2dBackward(_)
             | Op::ConvReluBackward(_)
             | Op::LinearBackward(_)
+            | Op::Lrn(_)
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::LrnMaxPool(_)
+            | Op::LrnBackward(_)
+            | Op::MaxPool2dBackward(_)
+            | Op::AvgPool2dBackward(_)
+            | Op::LrnMaxPoolBackward(_)
     );
-    let options = if options.is_gpu() && !is_gemm {
+    let options = if options.is_gpu() && !has_gpu_lowering {
         &GPU_SCALAR
     } else {
         options

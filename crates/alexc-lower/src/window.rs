@@ -99,6 +99,14 @@
 //! [`LOCAL_BUDGET`]; then each is an [`Arg::Workspace`] with one slice per
 //! iteration of the parallel loop ([`Scratch`]). AlexNet's largest, the
 //! fused gradient of `norm1` + `pool1` (55×55 planes), needs 0.16 MiB.
+//!
+//! **On a GPU** ([`crate::LowerOptions::gpu`]) a plane per thread is a few
+//! thousand threads bound by local memory, so LRN, max-pooling, the fused
+//! op and their gradients have their own form (`window/gpu.rs`): one
+//! thread per element, values recomputed instead of staged, the gradients
+//! as gathers over workspaces written by earlier launches. The average
+//! poolings keep the nests below at one lane (already one element per
+//! innermost iteration).
 
 use alexc_ir::{AvgPool2dAttrs, LrnAttrs, Op, Pool2dAttrs};
 use alexc_kernel::{
@@ -110,6 +118,8 @@ use crate::elementwise::{
     c, kernel_name, minus, numel, operand_f32, outer_kind, plus, result_f32, vector_width,
 };
 use crate::{Arg, LowerError, LoweredKernel, NodeCtx};
+
+mod gpu;
 
 /// The most iterations (all nested window loops together) that are
 /// unrolled inside a vectorized loop.
@@ -126,6 +136,18 @@ const LRN_TILE: usize = 512;
 
 /// Lowers one node of this module's ops.
 pub fn lower(ctx: &NodeCtx<'_>) -> Result<Vec<LoweredKernel>, LowerError> {
+    if ctx.options.is_gpu() {
+        if let Some(kernel) = gpu::lower(ctx)? {
+            return Ok(vec![kernel]);
+        }
+        // The average poolings are already one element per innermost
+        // iteration: their CPU nest at one lane.
+        let scalar = NodeCtx {
+            options: &crate::GPU_SCALAR,
+            ..*ctx
+        };
+        return lower(&scalar);
+    }
     let kernel = match &ctx.node().op {
         Op::Lrn(a) => lrn(ctx, a)?,
         Op::LrnBackward(a) => lrn_backward(ctx, a)?,
@@ -463,6 +485,17 @@ impl Lrn {
         ch: &Idx,
         at: &dyn Fn(Idx) -> Vec<Idx>,
     ) -> (Vec<Stmt>, VarId, VarId) {
+        self.norm_of(b, channels, ch, &|j| ld(x, at(j)))
+    }
+
+    /// [`Lrn::norm`] with `load(j)` the input of channel `j`.
+    fn norm_of(
+        &self,
+        b: &mut KernelBuilder,
+        channels: usize,
+        ch: &Idx,
+        load: &dyn Fn(Idx) -> Expr,
+    ) -> (Vec<Stmt>, VarId, VarId) {
         let sum = b.var("sum", DType::F32);
         let t = b.var("t", DType::I64);
         let a = b.var("a", DType::F32);
@@ -478,7 +511,7 @@ impl Lrn {
                 self.size <= MAX_UNROLL,
                 vec![when(
                     in_range(j.clone(), channels),
-                    vec![let_(a, ld(x, at(j))), set(sum, square)],
+                    vec![let_(a, load(j)), set(sum, square)],
                 )],
             ),
             let_(
