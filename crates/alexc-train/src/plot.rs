@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use image::RgbImage;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -229,34 +230,14 @@ fn draw_loss(area: &Area<'_>, h: &History) -> DrawResult {
             ))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], SMOOTH.stroke_width(2)));
     }
-    for (points, color, label) in [
-        (&train, TRAIN, "epoch mean, training"),
-        (&val, VAL, "validation"),
-    ] {
-        if points.is_empty() {
-            continue;
-        }
-        chart.draw_series(LineSeries::new(
-            points.iter().copied(),
-            color.stroke_width(2),
-        ))?;
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled())))?
-            .label(label)
-            .legend(move |(x, y)| {
-                // A legend sample for a line with marked points.
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, 0), (24, 0)], color.stroke_width(2))
-                    + Circle::new((12, 0), 5, color.filled())
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_marked_lines(
+        &mut chart,
+        [
+            (&train, TRAIN, "epoch mean, training"),
+            (&val, VAL, "validation"),
+        ],
+    )?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 
@@ -299,7 +280,25 @@ fn draw_error(area: &Area<'_>, h: &History) -> DrawResult {
         .y_label_formatter(&|y| format!("{y:.1}"))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    for (points, color, label) in [(&top1, TOP1, "top-1 error"), (&top5, TOP5, "top-5 error")] {
+    draw_marked_lines(
+        &mut chart,
+        [(&top1, TOP1, "top-1 error"), (&top5, TOP5, "top-5 error")],
+    )?;
+    draw_legend(&mut chart)?;
+    Ok(())
+}
+
+/// A chart of `f64` against `f64` on the bitmap backend.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One per-epoch series: its points, colour and legend label.
+type Marked<'s> = (&'s Vec<(f64, f64)>, RGBColor, &'s str);
+
+/// Per-epoch series: a line with a marker at each point, and a legend
+/// entry showing both; empty series are left out.
+fn draw_marked_lines<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, series: [Marked<'_>; 2]) -> DrawResult {
+    for (points, color, label) in series {
         if points.is_empty() {
             continue;
         }
@@ -311,12 +310,16 @@ fn draw_error(area: &Area<'_>, h: &History) -> DrawResult {
             .draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled())))?
             .label(label)
             .legend(move |(x, y)| {
-                // A legend sample for a line with marked points.
                 EmptyElement::at((x, y))
                     + PathElement::new(vec![(0, 0), (24, 0)], color.stroke_width(2))
                     + Circle::new((12, 0), 5, color.filled())
             });
     }
+    Ok(())
+}
+
+/// The legend box, top right, over a translucent background.
+fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> DrawResult {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
