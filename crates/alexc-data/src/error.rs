@@ -34,10 +34,29 @@ pub enum DataError {
     IdxMagic { path: PathBuf, found: Vec<u8> },
 
     #[error(
-        "{}: IDX element type 0x{code:02x} is not supported (only 0x08, unsigned bytes)",
+        "{}: 0x{code:02x} is not an IDX element type (0x08 u8, 0x09 i8, 0x0b i16, 0x0c i32, \
+         0x0d f32, 0x0e f64)",
         path.display()
     )]
     IdxType { path: PathBuf, code: u8 },
+
+    #[error(
+        "{}: {what} must be {expected}, but the file holds {found} elements",
+        path.display()
+    )]
+    IdxElementKind {
+        path: PathBuf,
+        what: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+
+    #[error("{}: label {label} of sample {index} is negative or too large", path.display())]
+    IdxLabel {
+        path: PathBuf,
+        index: usize,
+        label: i64,
+    },
 
     #[error("{}: expected an IDX file with {expected} dimensions ({what}), found {found}", path.display())]
     IdxRank {

@@ -46,14 +46,105 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 ];
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const UBYTE: u8 = 0x08;
 
-/// The contents of an IDX file of unsigned bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The element types of the IDX format (the third byte of the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdxElement {
+    U8,
+    I8,
+    I16,
+    I32,
+    F32,
+    F64,
+}
+
+impl IdxElement {
+    /// The type of a header's type byte, if it names one.
+    pub fn from_code(code: u8) -> Option<IdxElement> {
+        Some(match code {
+            0x08 => IdxElement::U8,
+            0x09 => IdxElement::I8,
+            0x0b => IdxElement::I16,
+            0x0c => IdxElement::I32,
+            0x0d => IdxElement::F32,
+            0x0e => IdxElement::F64,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            IdxElement::U8 => 0x08,
+            IdxElement::I8 => 0x09,
+            IdxElement::I16 => 0x0b,
+            IdxElement::I32 => 0x0c,
+            IdxElement::F32 => 0x0d,
+            IdxElement::F64 => 0x0e,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            IdxElement::U8 | IdxElement::I8 => 1,
+            IdxElement::I16 => 2,
+            IdxElement::I32 | IdxElement::F32 => 4,
+            IdxElement::F64 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IdxElement::U8 => "unsigned bytes",
+            IdxElement::I8 => "signed bytes",
+            IdxElement::I16 => "16-bit integers",
+            IdxElement::I32 => "32-bit integers",
+            IdxElement::F32 => "32-bit floats",
+            IdxElement::F64 => "64-bit floats",
+        }
+    }
+}
+
+/// The contents of an IDX file.
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdxArray {
     pub dims: Vec<usize>,
-    /// Row-major, `product(dims)` bytes.
+    pub element: IdxElement,
+    /// Row-major, `product(dims)` elements of `element.size()` bytes each,
+    /// big-endian as in the file (for `U8`: the values themselves).
     pub data: Vec<u8>,
+}
+
+impl IdxArray {
+    /// Element `i` as an `f64` (exact for every IDX type).
+    fn value(&self, i: usize) -> f64 {
+        let size = self.element.size();
+        let b = &self.data[i * size..(i + 1) * size];
+        match self.element {
+            IdxElement::U8 => f64::from(b[0]),
+            IdxElement::I8 => f64::from(b[0] as i8),
+            IdxElement::I16 => f64::from(i16::from_be_bytes([b[0], b[1]])),
+            IdxElement::I32 => f64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            IdxElement::F32 => f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            IdxElement::F64 => f64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        }
+    }
+
+    /// Every element as an `f64`, in order.
+    pub fn to_f64(&self) -> Vec<f64> {
+        (0..self.data.len() / self.element.size())
+            .map(|i| self.value(i))
+            .collect()
+    }
+
+    /// Every element as an `i64`, for the integer types; `None` for floats.
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        match self.element {
+            IdxElement::F32 | IdxElement::F64 => None,
+            // Exact: every integer type fits an f64's mantissa.
+            _ => Some(self.to_f64().into_iter().map(|v| v as i64).collect()),
+        }
+    }
 }
 
 /// Reads an IDX file, raw or gzipped.
@@ -114,12 +205,10 @@ fn parse_raw(mut reader: impl Read, path: &Path, gzip: bool) -> Result<IdxArray,
             found: magic[..n].to_vec(),
         });
     }
-    if magic[2] != UBYTE {
-        return Err(DataError::IdxType {
-            path: path.to_path_buf(),
-            code: magic[2],
-        });
-    }
+    let element = IdxElement::from_code(magic[2]).ok_or_else(|| DataError::IdxType {
+        path: path.to_path_buf(),
+        code: magic[2],
+    })?;
     let rank = usize::from(magic[3]);
     let mut header = vec![0u8; 4 * rank];
     let n = read_up_to(&mut reader, &mut header).map_err(err)?;
@@ -134,8 +223,11 @@ fn parse_raw(mut reader: impl Read, path: &Path, gzip: bool) -> Result<IdxArray,
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let count = match alexc_tensor::element_count(&dims) {
-        Ok(count) if rank > 0 => count,
+    let count = match alexc_tensor::element_count(&dims)
+        .ok()
+        .and_then(|n| n.checked_mul(element.size()))
+    {
+        Some(count) if rank > 0 => count,
         _ => {
             return Err(DataError::IdxDims {
                 path: path.to_path_buf(),
@@ -166,7 +258,11 @@ fn parse_raw(mut reader: impl Read, path: &Path, gzip: bool) -> Result<IdxArray,
             expected: count,
         });
     }
-    Ok(IdxArray { dims, data })
+    Ok(IdxArray {
+        dims,
+        element,
+        data,
+    })
 }
 
 /// Writes an IDX file of unsigned bytes, gzipped if `gzip` (for tests and
@@ -195,7 +291,7 @@ pub fn write_idx(
             found: data.len(),
         });
     }
-    let mut bytes = vec![0, 0, UBYTE, rank];
+    let mut bytes = vec![0, 0, IdxElement::U8.code(), rank];
     for d in dims32 {
         bytes.extend_from_slice(&d.to_be_bytes());
     }
@@ -250,7 +346,7 @@ pub struct IdxDataset {
     images: Vec<u8>,
     height: usize,
     width: usize,
-    labels: Vec<u8>,
+    labels: Vec<i64>,
     classes: Vec<String>,
     images_path: PathBuf,
     transform: Transform,
@@ -296,12 +392,41 @@ impl IdxDataset {
         if n == 0 || height == 0 || width == 0 {
             return Err(DataError::Empty);
         }
-        let max_label = labs.data.iter().copied().max().map_or(0, usize::from);
+        // Pixels are 8-bit (RawImage): other element types have no one
+        // right mapping to pixel values, so they are refused by name.
+        if imgs.element != IdxElement::U8 {
+            return Err(DataError::IdxElementKind {
+                path: images_path.to_path_buf(),
+                what: "images",
+                expected: "unsigned bytes (IDX type 0x08)",
+                found: imgs.element.name(),
+            });
+        }
+        let labels = labs.to_i64().ok_or(DataError::IdxElementKind {
+            path: labels_path.to_path_buf(),
+            what: "labels",
+            expected: "integers (IDX types 0x08, 0x09, 0x0b or 0x0c)",
+            found: labs.element.name(),
+        })?;
+        // A class per label up to the largest: bound it so a corrupt label
+        // cannot make millions of class names.
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| !(0..=1 << 20).contains(&l))
+        {
+            return Err(DataError::IdxLabel {
+                path: labels_path.to_path_buf(),
+                index,
+                label,
+            });
+        }
+        let max_label = labels.iter().copied().max().unwrap_or(0);
         Ok(IdxDataset {
             images: imgs.data,
             height,
             width,
-            labels: labs.data,
+            labels,
             classes: (0..=max_label).map(|k| k.to_string()).collect(),
             images_path: images_path.to_path_buf(),
             transform,
@@ -354,7 +479,7 @@ impl IdxDataset {
         (self.height, self.width)
     }
 
-    pub fn labels(&self) -> &[u8] {
+    pub fn labels(&self) -> &[i64] {
         &self.labels
     }
 
@@ -388,7 +513,7 @@ impl Dataset for IdxDataset {
         // Both sides came from u32 header fields.
         let image = GrayImage::from_raw(self.width as u32, self.height as u32, pixels.to_vec())
             .ok_or_else(out_of_range)?;
-        Ok((RawImage::Gray(image), i64::from(*label)))
+        Ok((RawImage::Gray(image), *label))
     }
 
     fn name_of(&self, index: usize) -> String {
@@ -424,6 +549,7 @@ mod tests {
         bytes.extend(0..12u8);
         let want = IdxArray {
             dims: vec![2, 2, 3],
+            element: IdxElement::U8,
             data: (0..12).collect(),
         };
         assert_eq!(parse(&bytes).expect("raw"), want);
@@ -437,7 +563,7 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![], "not an IDX file"),
             (vec![1, 2, 8, 1, 0, 0, 0, 1, 0], "not an IDX file"),
-            (vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0], "0x0d"),
+            (vec![0, 0, 0x0a, 1, 0, 0, 0, 1, 0, 0, 0, 0], "0x0a"),
             (header(3, &[2, 2]), "header of 3 dimensions"),
             (good[..good.len() - 2].to_vec(), "truncated"),
             ([&good[..], &[9]].concat(), "more follow"),
@@ -478,5 +604,117 @@ mod tests {
         }
         let err = parse(&bad).expect_err("corrupt").to_string();
         assert!(err.contains("test.idx"), "{err}");
+    }
+
+    /// A header with any type byte.
+    fn typed_header(code: u8, dims: &[u32]) -> Vec<u8> {
+        let mut b = header(dims.len() as u8, dims);
+        b[2] = code;
+        b
+    }
+
+    #[test]
+    fn parses_every_element_type_big_endian() {
+        let cases: Vec<(u8, Vec<u8>, Vec<f64>)> = vec![
+            (0x09, vec![0xff, 0x05], vec![-1.0, 5.0]),
+            (
+                0x0b,
+                [-300i16, 7].iter().flat_map(|v| v.to_be_bytes()).collect(),
+                vec![-300.0, 7.0],
+            ),
+            (
+                0x0c,
+                [70_000i32, -2]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect(),
+                vec![70_000.0, -2.0],
+            ),
+            (
+                0x0d,
+                [0.5f32, -1.25]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect(),
+                vec![0.5, -1.25],
+            ),
+            (
+                0x0e,
+                [1e-300f64, 3.0]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect(),
+                vec![1e-300, 3.0],
+            ),
+        ];
+        for (code, payload, want) in cases {
+            let mut bytes = typed_header(code, &[2]);
+            bytes.extend(&payload);
+            let a = parse(&bytes).unwrap_or_else(|e| panic!("type 0x{code:02x}: {e}"));
+            assert_eq!(a.element.code(), code);
+            assert_eq!(a.to_f64(), want, "type 0x{code:02x}");
+            let ints = a.to_i64();
+            assert_eq!(ints.is_some(), code < 0x0d, "type 0x{code:02x}");
+            if let Some(ints) = ints {
+                assert_eq!(ints, want.iter().map(|&v| v as i64).collect::<Vec<_>>());
+            }
+            // One element short: the size counts bytes per element.
+            let short = parse(&bytes[..bytes.len() - 1])
+                .expect_err("truncated")
+                .to_string();
+            assert!(short.contains("truncated"), "{short}");
+        }
+    }
+
+    #[test]
+    fn datasets_take_integer_labels_of_any_width_and_refuse_float_images() {
+        let dir = std::env::temp_dir().join(format!("alexc-idx-types-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let images = dir.join("images.idx");
+        write_idx(&images, &[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7], false).expect("images");
+        let write = |name: &str, code: u8, dims: &[u32], payload: Vec<u8>| {
+            let mut bytes = typed_header(code, dims);
+            bytes.extend(payload);
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        };
+        let t = Transform::eval(1, 2, 2).with_resize(crate::Resize::None);
+        let i32_labels = write(
+            "l32.idx",
+            0x0c,
+            &[2],
+            [3i32, 300].iter().flat_map(|v| v.to_be_bytes()).collect(),
+        );
+        let ds = IdxDataset::open(&images, &i32_labels, t.clone()).expect("i32 labels");
+        assert_eq!(ds.labels(), &[3, 300]);
+        assert_eq!(ds.classes().len(), 301);
+
+        let negative = write("neg.idx", 0x09, &[2], vec![1, 0xff]);
+        let err = IdxDataset::open(&images, &negative, t.clone())
+            .expect_err("negative")
+            .to_string();
+        assert!(err.contains("label -1 of sample 1"), "{err}");
+
+        let float_labels = write(
+            "lf.idx",
+            0x0d,
+            &[2],
+            [1f32, 2.0].iter().flat_map(|v| v.to_be_bytes()).collect(),
+        );
+        let err = IdxDataset::open(&images, &float_labels, t.clone())
+            .expect_err("float labels")
+            .to_string();
+        assert!(
+            err.contains("labels must be integers") && err.contains("32-bit floats"),
+            "{err}"
+        );
+
+        let float_images = write("if.idx", 0x0d, &[2, 2, 2], vec![0; 32]);
+        let err = IdxDataset::open(&float_images, &i32_labels, t)
+            .expect_err("float images")
+            .to_string();
+        assert!(err.contains("images must be unsigned bytes"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -50,8 +50,8 @@ pub use dataset::{sample_rng, shuffle_rng, Dataset, Sample, Split};
 pub use error::DataError;
 pub use folder::{class_folders, decode_image, is_image_file, ImageFolder};
 pub use idx::{
-    find_idx_files, parse_idx, read_idx, write_idx, IdxArray, IdxDataset, FASHION_MNIST_CLASSES,
-    FASHION_MNIST_DIR,
+    find_idx_files, parse_idx, read_idx, write_idx, IdxArray, IdxDataset, IdxElement,
+    FASHION_MNIST_CLASSES, FASHION_MNIST_DIR,
 };
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderState};
 pub use stats::{estimate_color_stats, symmetric_eigen, ColorStats, PIXELS_PER_IMAGE};

@@ -356,7 +356,7 @@ fn fashion_mnist_when_installed() {
     for (ds, per_class) in [(&train, 6000), (&test, 1000)] {
         let mut counts = [0usize; 10];
         for &l in ds.labels() {
-            counts[usize::from(l)] += 1;
+            counts[usize::try_from(l).expect("a class index")] += 1;
         }
         assert_eq!(counts, [per_class; 10]);
     }
