@@ -398,6 +398,11 @@ pub fn compile(args: &CompileArgs) -> Result<(), CliError> {
                     levels.push(always);
                 }
             }
+            // `--backend cuda` writes the CUDA C and PTX with the compiled
+            // module below; emitting them here too would compile twice.
+            if args.backend == crate::CompileBackend::Cuda {
+                levels.retain(|l| !matches!(l, Emit::Cuda | Emit::Ptx));
+            }
             for &l in &levels {
                 let path = dir.join(level_file(l));
                 write_output(Some(&path), &level(args, &model, &ctx, l)?)?;
@@ -639,11 +644,7 @@ pub fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
                 other => other.context("writing to standard output"),
             }
         }
-        Some(path) => {
-            let tmp = path.with_extension("tmp-alexc");
-            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-        }
+        Some(path) => alexc_tensor::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display())),
     }
 }
