@@ -16,15 +16,20 @@
 //!   [`compile_plan`] (render + NVRTC for all of them as one unit).
 //! - [`backend`]: [`CudaBackend`], the runtime's `Backend` on a GPU: one
 //!   device arena per plan, state kept on the device.
+//! - [`emulate`]: [`CudaEmulator`], the same rendered CUDA C compiled by the
+//!   host's C++ compiler and run on the CPU with CUDA's execution model
+//!   (fibers for threads, real barriers): the thread mapping tested without
+//!   a GPU.
 //!
 //! The GPU-shaped kernel IR itself comes from the lowering
 //! (`alexc_lower::LowerOptions::gpu()`), and is proven against the
 //! reference interpreter on the CPU, by the reference suite on the kernel
-//! IR evaluator (`tests/suite_gpu_lowering.rs`); only the rendering's thread
-//! mapping needs a GPU to test (`tests/suite_cuda.rs`,
-//! `scripts/gpu-check.sh`).
+//! IR evaluator (`tests/suite_gpu_lowering.rs`); the rendering's thread
+//! mapping by the same suite on the emulator (`tests/suite_emulated.rs`),
+//! and on a real GPU by `tests/suite_cuda.rs` (`scripts/gpu-check.sh`).
 
 pub mod backend;
+pub mod emulate;
 pub mod launch;
 pub mod nvrtc;
 pub mod plan;
@@ -32,6 +37,7 @@ pub mod ptxas;
 pub mod render;
 
 pub use backend::CudaBackend;
+pub use emulate::CudaEmulator;
 pub use launch::{Dims, Mapping};
 pub use nvrtc::{compile_cubin, compile_ptx, nvrtc_available, Arch};
 pub use plan::{compile_plan, plan_kernels, render_plan, CudaModule};
@@ -55,6 +61,8 @@ pub enum CudaError {
     NoDriver,
     #[error("CUDA driver: {0}")]
     Driver(String),
+    #[error("CUDA emulator: {0}")]
+    Emulator(String),
     #[error("{0}")]
     Runtime(#[from] alexc_runtime::RuntimeError),
 }

@@ -608,11 +608,16 @@ impl fmt::Display for Summary {
 /// `backend`, compiling each option set's kernels in one call, and
 /// collects every failure.
 pub fn run_all(backend: &dyn Backend, filter: &str) -> Summary {
+    run_all_with(backend, filter, &option_sets())
+}
+
+/// [`run_all`] under the option sets `sets` (e.g. only the backend's own,
+/// `[backend.lower_options()]`).
+pub fn run_all_with(backend: &dyn Backend, filter: &str, sets: &[LowerOptions]) -> Summary {
     let all: Vec<Case> = cases()
         .into_iter()
         .filter(|c| c.name.contains(filter))
         .collect();
-    let sets = option_sets();
     let mut summary = Summary {
         backend: backend.name().to_owned(),
         cases: all.len(),
@@ -634,7 +639,7 @@ pub fn run_all(backend: &dyn Backend, filter: &str) -> Summary {
         .collect();
     summary.reference_time = start.elapsed();
 
-    for options in &sets {
+    for options in sets {
         let start = Instant::now();
         // (case index, prepared, index of its first kernel in `kernels`)
         let mut prepared = Vec::new();
