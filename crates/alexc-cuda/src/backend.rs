@@ -38,7 +38,8 @@ use alexc_runtime::{
     Backend, Binding, Executable, ExternalStore, HostView, Memory, Region, RuntimeError,
 };
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 
 use crate::launch::Dims;
@@ -177,6 +178,7 @@ impl CudaBackend {
         let stream = ctx.default_stream();
         Ok(CudaExecutable {
             stream,
+            copy_stream: RefCell::new(None),
             kernels: out,
             mirror_host: self.mirror_host,
             memory: RefCell::new(None),
@@ -190,11 +192,49 @@ enum DeviceBuffer {
     I64(CudaSlice<i64>),
 }
 
+impl DeviceBuffer {
+    fn len(&self) -> usize {
+        match self {
+            DeviceBuffer::F32(s) => s.len(),
+            DeviceBuffer::I64(s) => s.len(),
+        }
+    }
+}
+
+/// Page-locked host memory of one dtype: copies from it to the device are
+/// asynchronous (from pageable memory the driver copies synchronously).
+enum PinnedBuffer {
+    F32(PinnedHostSlice<f32>),
+    I64(PinnedHostSlice<i64>),
+}
+
+/// A double-buffered external slot (a batch's images or labels): the next
+/// batch is copied into `back` on the copy stream while the kernels read
+/// the current one, then the two swap ([`Executable::commit_staged`]).
+struct Staging {
+    /// The staged host data, page-locked.
+    pinned: PinnedBuffer,
+    /// Receives the copy; the slot's device buffer after the swap.
+    back: DeviceBuffer,
+    /// Recorded on the copy stream after the copy into `back` (and from
+    /// `pinned`): the compute stream waits for it before the first kernel
+    /// that reads the batch; the host, before it overwrites `pinned`.
+    copied: Option<CudaEvent>,
+    /// Recorded on the compute stream when `back` stopped being the slot's
+    /// buffer: after it, no queued kernel reads it and the next copy may
+    /// overwrite it.
+    free: Option<CudaEvent>,
+    /// `back` holds a batch not yet committed.
+    ready: bool,
+}
+
 /// The plan's memory on the device (resident mode).
 struct DeviceMemory {
     arena: CudaSlice<f32>,
     workspace: CudaSlice<f32>,
     external: Vec<DeviceBuffer>,
+    /// Staged slots (see [`Staging`]), by external slot.
+    staging: std::collections::BTreeMap<usize, Staging>,
     /// Device address and element count of the arena, the workspace and
     /// each external buffer, taken once: launches only add offsets.
     arena_at: (u64, usize),
@@ -203,7 +243,11 @@ struct DeviceMemory {
 }
 
 struct CudaExecutable {
+    /// Every kernel and every synchronous copy.
     stream: Arc<CudaStream>,
+    /// Staged copies of the next batch ([`Executable::stage`]), which
+    /// overlap the kernels on `stream`; created on first use.
+    copy_stream: RefCell<Option<Arc<CudaStream>>>,
     kernels: Vec<LoadedKernel>,
     mirror_host: bool,
     /// Allocated at first use, when the host's sizes are known.
@@ -292,9 +336,50 @@ impl CudaExecutable {
             arena,
             workspace,
             external,
+            staging: std::collections::BTreeMap::new(),
             external_at,
         });
         Ok(())
+    }
+
+    /// The stream staged copies go to (created on first use).
+    fn copy_stream(&self) -> Result<Arc<CudaStream>, RuntimeError> {
+        let mut copy = self.copy_stream.borrow_mut();
+        if let Some(s) = copy.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = self.stream.context().new_stream().map_err(internal)?;
+        *copy = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Pinned host memory and a device buffer for staging `len` elements
+    /// of `data`'s dtype.
+    fn new_staging(&self, data: &ExternalStore, len: usize) -> Result<Staging, RuntimeError> {
+        let ctx = self.stream.context();
+        let len = len.max(1);
+        // SAFETY: pinned memory starts uninitialized; every stage writes
+        // the elements it copies before the copy is queued.
+        let (pinned, back) = match data {
+            ExternalStore::F32(_) => (
+                PinnedBuffer::F32(unsafe { ctx.alloc_pinned::<f32>(len) }.map_err(internal)?),
+                DeviceBuffer::F32(self.stream.alloc_zeros::<f32>(len).map_err(internal)?),
+            ),
+            ExternalStore::I64(_) => (
+                PinnedBuffer::I64(unsafe { ctx.alloc_pinned::<i64>(len) }.map_err(internal)?),
+                DeviceBuffer::I64(self.stream.alloc_zeros::<i64>(len).map_err(internal)?),
+            ),
+        };
+        // The zeroing above runs on the compute stream; the copy stream
+        // must not overtake it.
+        let free = Some(self.stream.record_event(None).map_err(internal)?);
+        Ok(Staging {
+            pinned,
+            back,
+            copied: None,
+            free,
+            ready: false,
+        })
     }
 
     /// The device address of `b` in resident memory.
@@ -490,6 +575,99 @@ impl Executable for CudaExecutable {
             }
         };
         copied.map_err(internal)
+    }
+
+    fn stage(&mut self, slot: usize, data: &ExternalStore) -> Result<(), RuntimeError> {
+        if self.mirror_host || self.memory.borrow().is_none() {
+            // Nothing on the device yet: the commit uploads as usual.
+            return Ok(());
+        }
+        let copy = self.copy_stream()?;
+        let mut device = self.memory.borrow_mut();
+        let device = device
+            .as_mut()
+            .ok_or_else(|| internal("device memory is missing"))?;
+        let len = device
+            .external
+            .get(slot)
+            .map(DeviceBuffer::len)
+            .ok_or_else(|| internal(format!("no external buffer {slot}")))?;
+        if data.len() > len {
+            return Err(internal(format!(
+                "staged data for external buffer {slot} is larger than it"
+            )));
+        }
+        let staging = match device.staging.entry(slot) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_staging(data, len)?),
+        };
+        // The previous copy out of the pinned buffer must be done before
+        // the host overwrites it (cudarc's own tracking is off).
+        if let Some(copied) = &staging.copied {
+            copied.synchronize().map_err(internal)?;
+        }
+        // Kernels still queued may read `back` until the commit that
+        // retired it; the copy waits for them.
+        if let Some(free) = &staging.free {
+            copy.wait(free).map_err(internal)?;
+        }
+        let copied = match (&mut staging.pinned, &mut staging.back, data) {
+            (PinnedBuffer::F32(p), DeviceBuffer::F32(d), ExternalStore::F32(h)) => {
+                p.as_mut_slice().map_err(internal)?[..h.len()].copy_from_slice(h);
+                copy.memcpy_htod(p, &mut d.slice_mut(0..p.len()))
+            }
+            (PinnedBuffer::I64(p), DeviceBuffer::I64(d), ExternalStore::I64(h)) => {
+                p.as_mut_slice().map_err(internal)?[..h.len()].copy_from_slice(h);
+                copy.memcpy_htod(p, &mut d.slice_mut(0..p.len()))
+            }
+            _ => {
+                return Err(internal(format!(
+                    "staged data for external buffer {slot} has another dtype"
+                )))
+            }
+        };
+        copied.map_err(internal)?;
+        staging.copied = Some(copy.record_event(None).map_err(internal)?);
+        staging.ready = true;
+        Ok(())
+    }
+
+    fn commit_staged(&mut self, host: &HostView<'_>, slot: usize) -> Result<(), RuntimeError> {
+        let ready = self
+            .memory
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.staging.get(&slot))
+            .is_some_and(|s| s.ready);
+        if !ready {
+            return self.upload(host, slot);
+        }
+        let mut device = self.memory.borrow_mut();
+        let device = device
+            .as_mut()
+            .ok_or_else(|| internal("device memory is missing"))?;
+        let (Some(staging), Some(current)) =
+            (device.staging.get_mut(&slot), device.external.get_mut(slot))
+        else {
+            return Err(internal(format!("no staging for external buffer {slot}")));
+        };
+        std::mem::swap(current, &mut staging.back);
+        staging.ready = false;
+        // Kernels from now on read the new buffer once its copy is done;
+        // the old one is free once the kernels queued so far are.
+        if let Some(copied) = &staging.copied {
+            self.stream.wait(copied).map_err(internal)?;
+        }
+        staging.free = Some(self.stream.record_event(None).map_err(internal)?);
+        let at = match current {
+            DeviceBuffer::F32(s) => (self.base(s), s.len(), 4),
+            DeviceBuffer::I64(s) => (self.base(s), s.len(), 8),
+        };
+        *device
+            .external_at
+            .get_mut(slot)
+            .ok_or_else(|| internal(format!("no external buffer {slot}")))? = at;
+        Ok(())
     }
 
     fn read(&self, host: &HostView<'_>, binding: &Binding) -> Result<Vec<f32>, RuntimeError> {

@@ -183,6 +183,14 @@ impl Loader {
         Ok(())
     }
 
+    /// Puts the loader back to `state`, exactly, which it was in earlier
+    /// during the current epoch: for a consumer that read a batch ahead
+    /// (the trainer's look-ahead) and stops before using it. Unlike
+    /// [`Loader::restore`], a state at the end of an epoch stays there.
+    pub fn rewind(&mut self, state: LoaderState) {
+        self.state = state;
+    }
+
     /// The number of batches in an epoch when no image fails.
     pub fn batches_per_epoch(&self) -> usize {
         let len = self.dataset.len();

@@ -205,6 +205,29 @@ pub trait Executable {
     fn read(&self, host: &HostView<'_>, binding: &Binding) -> Result<Vec<f32>, RuntimeError> {
         read_host(host, binding)
     }
+
+    /// `data` will be external buffer `slot`'s next value (the next
+    /// training batch): a backend with memory of its own may start copying
+    /// it now, overlapping the kernels already launched, as long as those
+    /// still see the current value. Host backends have nothing to do.
+    fn stage(&mut self, slot: usize, data: &ExternalStore) -> Result<(), RuntimeError> {
+        let _ = (slot, data);
+        Ok(())
+    }
+
+    /// The value last staged for `slot` is now current (the host's copy in
+    /// `host` too): launches from now on read it. By default, the ordinary
+    /// [`Executable::upload`].
+    fn commit_staged(&mut self, host: &HostView<'_>, slot: usize) -> Result<(), RuntimeError> {
+        self.upload(host, slot)
+    }
+}
+
+/// Host data for one external buffer ([`crate::Runtime::stage_batch`]).
+#[derive(Clone, Copy, Debug)]
+pub enum StageData<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
 }
 
 /// The kernel IR evaluator as a backend.

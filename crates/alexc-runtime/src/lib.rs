@@ -29,6 +29,7 @@ use alexc_tensor::{Tensor, Weights};
 
 pub use backend::{
     read_host, Backend, Binding, EvalBackend, Executable, ExternalStore, HostView, Memory, Region,
+    StageData,
 };
 #[cfg(feature = "llvm")]
 pub use llvm::{write_aot, AotArtifacts, AotBackend, LlvmBackend};
@@ -56,6 +57,10 @@ pub enum RuntimeError {
     Weights(String),
     #[error("`{0}` needs a training runtime (Options::train)")]
     NotTraining(&'static str),
+    #[error(
+        "no batch is staged for this training step (call `stage_batch` before `launch_train_step`)"
+    )]
+    NoBatch,
     #[error("kernel `{kernel}`: {message}")]
     Kernel { kernel: String, message: String },
     #[error("internal error: {0}")]
@@ -144,6 +149,21 @@ pub struct Runtime {
     /// Per-step accumulated time while profiling; `None` when off.
     timings: Option<Vec<std::time::Duration>>,
     timed_runs: u64,
+    /// The next batch ([`Runtime::stage_batch`]), per external slot: the
+    /// host copy that becomes the slot's value when a step starts, and
+    /// whether it holds a batch not yet used. The buffers swap with the
+    /// external ones, so staging allocates only once.
+    staged: Vec<Staged>,
+    /// A step launched whose loss has not been read ([`Runtime::wait_loss`]).
+    pending_loss: bool,
+}
+
+/// One staged external buffer (see `Runtime::staged`).
+#[derive(Debug)]
+struct Staged {
+    slot: usize,
+    data: ExternalStore,
+    ready: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -236,6 +256,8 @@ impl Runtime {
             outputs: Vec::new(),
             timings: None,
             timed_runs: 0,
+            staged: Vec::new(),
+            pending_loss: false,
         };
         if rt.plan.arena_bytes % 4 != 0 {
             return Err(compile_err("the arena size is not a multiple of 4 bytes"));
@@ -630,45 +652,141 @@ impl Runtime {
         if !lr.is_finite() {
             return Err(RuntimeError::LearningRate(lr));
         }
+        self.stage_batch(images, labels)?;
+        self.launch_train_step(lr, dropout)?;
+        self.wait_loss()
+    }
+
+    /// Hands the runtime the batch of the next training step, checked
+    /// (shape, labels in range) and copied now, so that a backend with
+    /// memory of its own can move it there while the current step still
+    /// runs: on a GPU, through pinned memory on a copy stream that overlaps
+    /// the kernels. The next [`Runtime::launch_train_step`] uses it.
+    ///
+    /// The pipelined training loop is: `stage_batch(first)`, then per step
+    /// `launch_train_step`, `stage_batch(next)`, `wait_loss` —
+    /// [`Runtime::train_step`] is the three calls in a row, without overlap.
+    /// Staging again before a launch replaces the staged batch.
+    pub fn stage_batch(
+        &mut self,
+        images: &Tensor<f32>,
+        labels: &Tensor<i64>,
+    ) -> Result<(), RuntimeError> {
+        if !self.train {
+            return Err(RuntimeError::NotTraining("stage_batch"));
+        }
         let input = self.image_input()?;
-        self.set_f32(&input, images.data(), images.shape())?;
-        let classes = self
-            .outputs
-            .get(1)
-            .and_then(|(_, s)| s.get(1).copied())
-            .unwrap_or(0);
-        let slot = self
-            .slots
-            .get("labels")
-            .copied()
-            .ok_or_else(|| RuntimeError::Internal("no labels input".into()))?;
-        match self.external.get_mut(slot) {
-            Some(ExternalStore::I64(v))
-                if v.len() == labels.len() && labels.shape() == [v.len()] =>
-            {
-                if let Some((sample, &label)) = labels
-                    .data()
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &l)| l < 0 || l as usize >= classes)
-                {
-                    return Err(RuntimeError::Label {
-                        sample,
-                        label,
-                        classes,
-                    });
-                }
-                v.copy_from_slice(labels.data());
-                self.uploaded(slot)?;
+        let want = self.image_shape()?;
+        if images.shape() != want.as_slice() {
+            return Err(RuntimeError::Shape {
+                name: input,
+                expected: want,
+                found: images.shape().to_vec(),
+            });
+        }
+        let classes = self.classes();
+        let labels_slot = self.slot("labels")?;
+        let n = self.external.get(labels_slot).map_or(0, ExternalStore::len);
+        if labels.shape() != [n] {
+            return Err(RuntimeError::Shape {
+                name: "labels".into(),
+                expected: vec![n],
+                found: labels.shape().to_vec(),
+            });
+        }
+        if let Some((sample, &label)) = labels
+            .data()
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l < 0 || l as usize >= classes)
+        {
+            return Err(RuntimeError::Label {
+                sample,
+                label,
+                classes,
+            });
+        }
+        let images_slot = self.slot(&input)?;
+        self.stage(images_slot, StageData::F32(images.data()))?;
+        self.stage(labels_slot, StageData::I64(labels.data()))
+    }
+
+    /// Copies `data` into the staging buffer of external `slot` and offers
+    /// it to the backend.
+    fn stage(&mut self, slot: usize, data: StageData<'_>) -> Result<(), RuntimeError> {
+        let i = match self.staged.iter().position(|s| s.slot == slot) {
+            Some(i) => i,
+            None => {
+                let current = self
+                    .external
+                    .get(slot)
+                    .ok_or_else(|| RuntimeError::Internal(format!("no external buffer {slot}")))?;
+                self.staged.push(Staged {
+                    slot,
+                    data: current.clone(),
+                    ready: false,
+                });
+                self.staged.len() - 1
             }
-            Some(v) => {
-                return Err(RuntimeError::Shape {
-                    name: "labels".into(),
-                    expected: vec![v.len()],
-                    found: labels.shape().to_vec(),
-                })
+        };
+        let staged = &mut self.staged[i];
+        match (&mut staged.data, data) {
+            (ExternalStore::F32(v), StageData::F32(d)) if v.len() == d.len() => {
+                v.copy_from_slice(d)
             }
-            None => return Err(RuntimeError::Internal("no labels buffer".into())),
+            (ExternalStore::I64(v), StageData::I64(d)) if v.len() == d.len() => {
+                v.copy_from_slice(d)
+            }
+            _ => {
+                return Err(RuntimeError::Internal(format!(
+                    "external buffer {slot} does not match its staged data"
+                )))
+            }
+        }
+        staged.ready = true;
+        self.exec.stage(slot, &staged.data)?;
+        Ok(())
+    }
+
+    /// The staged buffers become the external ones (host and backend).
+    /// Returns whether anything was staged.
+    fn commit_staged(&mut self) -> Result<bool, RuntimeError> {
+        let mut any = false;
+        for i in 0..self.staged.len() {
+            if !self.staged[i].ready {
+                continue;
+            }
+            let slot = self.staged[i].slot;
+            let external = self
+                .external
+                .get_mut(slot)
+                .ok_or_else(|| RuntimeError::Internal(format!("no external buffer {slot}")))?;
+            std::mem::swap(external, &mut self.staged[i].data);
+            self.staged[i].ready = false;
+            let host = HostView {
+                arena: &self.arena,
+                workspace: &self.workspace,
+                external: &self.external,
+            };
+            self.exec.commit_staged(&host, slot)?;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// Starts a training step on the staged batch ([`Runtime::stage_batch`]):
+    /// forward, loss, backward, SGD update, with learning rate `lr` and
+    /// `dropout`'s masks. On a GPU it returns once the kernels are queued;
+    /// [`Runtime::wait_loss`] waits for the loss.
+    pub fn launch_train_step(&mut self, lr: f32, dropout: Dropout) -> Result<(), RuntimeError> {
+        if !self.train {
+            return Err(RuntimeError::NotTraining("launch_train_step"));
+        }
+        if !lr.is_finite() {
+            return Err(RuntimeError::LearningRate(lr));
+        }
+        if !self.commit_staged()? {
+            return Err(RuntimeError::NoBatch);
         }
         self.set_f32("lr", &[lr], &[])?;
         for id in self
@@ -692,11 +810,32 @@ impl Runtime {
             self.set_f32(&name, mask.data(), &shape)?;
         }
         self.execute()?;
+        self.pending_loss = true;
+        Ok(())
+    }
+
+    /// The loss of the step [`Runtime::launch_train_step`] started, once
+    /// it is computed.
+    pub fn wait_loss(&mut self) -> Result<f32, RuntimeError> {
+        if !self.pending_loss {
+            return Err(RuntimeError::Internal(
+                "wait_loss without a launched training step".into(),
+            ));
+        }
+        self.pending_loss = false;
         let loss = self.output(0)?;
         loss.data()
             .first()
             .copied()
             .ok_or_else(|| RuntimeError::Internal("empty loss".into()))
+    }
+
+    /// The external slot of source node `name`.
+    fn slot(&self, name: &str) -> Result<usize, RuntimeError> {
+        self.slots
+            .get(name)
+            .copied()
+            .ok_or_else(|| RuntimeError::Internal(format!("no external buffer `{name}`")))
     }
 
     /// The state's names and shapes: parameters, and for training runtimes

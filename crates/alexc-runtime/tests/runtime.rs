@@ -175,3 +175,80 @@ fn bad_input_is_an_error() {
     let err = rt.load_state(&weights).expect_err("missing weight");
     assert!(err.to_string().contains("fc8.bias"), "{err}");
 }
+
+/// Two different batches of alexnet-small at batch 2.
+fn batches() -> [(Tensor<f32>, Tensor<i64>); 2] {
+    let second = Tensor::from_flat_fn(vec![2, 1, 28, 28], |i| ((i % 37) as f32 - 18.0) / 9.0)
+        .expect("images");
+    [
+        (
+            images(2),
+            Tensor::new(vec![2], vec![3i64, 7]).expect("labels"),
+        ),
+        (second, Tensor::new(vec![2], vec![0i64, 9]).expect("labels")),
+    ]
+}
+
+#[test]
+fn pipelined_steps_compute_what_sequential_steps_compute() {
+    let m = model(2);
+    let [(x0, y0), (x1, y1)] = batches();
+    let dropout = alexc_runtime::Dropout::Seed(5);
+    let mut sequential = Runtime::new(&m, &options(true, false), CHECKED).expect("compiles");
+    sequential.init_state(2, m.base_dir()).expect("init");
+    let mut pipelined = Runtime::new(&m, &options(true, false), CHECKED).expect("compiles");
+    pipelined.init_state(2, m.base_dir()).expect("init");
+
+    let want = [
+        sequential
+            .train_step_with(&x0, &y0, 0.01, dropout)
+            .expect("step"),
+        sequential
+            .train_step_with(&x1, &y1, 0.01, dropout)
+            .expect("step"),
+    ];
+    // The trainer's order: the next batch is staged while a step runs,
+    // before its loss is read.
+    pipelined.stage_batch(&x0, &y0).expect("stage");
+    pipelined.launch_train_step(0.01, dropout).expect("launch");
+    pipelined.stage_batch(&x1, &y1).expect("stage");
+    let first = pipelined.wait_loss().expect("loss");
+    pipelined.launch_train_step(0.01, dropout).expect("launch");
+    let second = pipelined.wait_loss().expect("loss");
+    assert_eq!([first, second], want);
+    for (name, t) in sequential.state() {
+        assert_eq!(pipelined.state()[&name].data(), t.data(), "{name}");
+    }
+}
+
+#[test]
+fn a_step_needs_a_staged_batch_and_a_loss_a_launched_step() {
+    let m = model(2);
+    let mut rt = Runtime::new(&m, &options(true, false), CHECKED).expect("compiles");
+    rt.init_state(1, m.base_dir()).expect("init");
+    let dropout = alexc_runtime::Dropout::Off;
+    assert!(matches!(
+        rt.launch_train_step(0.01, dropout),
+        Err(RuntimeError::NoBatch)
+    ));
+    assert!(rt.wait_loss().is_err());
+    let [(x0, y0), _] = batches();
+    rt.stage_batch(&x0, &y0).expect("stage");
+    rt.launch_train_step(0.01, dropout).expect("launch");
+    rt.wait_loss().expect("loss");
+    // The staged batch was used up by the step.
+    assert!(matches!(
+        rt.launch_train_step(0.01, dropout),
+        Err(RuntimeError::NoBatch)
+    ));
+    // A refused batch stages nothing.
+    let bad = Tensor::new(vec![2], vec![0i64, 10]).expect("labels");
+    assert!(matches!(
+        rt.stage_batch(&x0, &bad),
+        Err(RuntimeError::Label { label: 10, .. })
+    ));
+    assert!(matches!(
+        rt.launch_train_step(0.01, dropout),
+        Err(RuntimeError::NoBatch)
+    ));
+}

@@ -514,7 +514,19 @@ impl Trainer {
         let mut last = Instant::now();
         let mut smoothed: Option<f64> = None;
         let mut interrupted = None;
-        for batch in loader.epoch() {
+        // Pipelined: while a step runs (on a GPU), the loader hands over the
+        // next batch and the runtime stages it (copies it towards the
+        // device), then the step's loss is read. The look-ahead moves the
+        // loader one batch past the step, so a stop rewinds it to where the
+        // step left it: checkpoints record the batches trained on.
+        let mut batches = loader.epoch();
+        let mut upcoming = batches.next();
+        if let Some(Ok(b)) = &upcoming {
+            train_rt.stage_batch(&b.images, &b.labels)?;
+        }
+        let mut after_upcoming = batches.state();
+        let mut rewind = None;
+        while let Some(batch) = upcoming.take() {
             let batch = batch?;
             *step += 1;
             let dropout = if config.dropout {
@@ -522,7 +534,15 @@ impl Trainer {
             } else {
                 Dropout::Off
             };
-            let loss = train_rt.train_step_with(&batch.images, &batch.labels, lr, dropout)?;
+            train_rt.launch_train_step(lr, dropout)?;
+            let after_step = after_upcoming;
+            upcoming = batches.next();
+            after_upcoming = batches.state();
+            // A data error surfaces at the step that would use the batch.
+            if let Some(Ok(b)) = &upcoming {
+                train_rt.stage_batch(&b.images, &b.labels)?;
+            }
+            let loss = train_rt.wait_loss()?;
             if !loss.is_finite() {
                 pb.abandon();
                 return Err(TrainError::Diverged { step: *step, loss });
@@ -550,12 +570,18 @@ impl Trainer {
             history.steps.push(record);
             if control == Control::Stop || stop.load(Ordering::SeqCst) {
                 interrupted = Some(Outcome::Stopped);
+                rewind = Some(after_step);
                 break;
             }
             if config.max_steps.is_some_and(|m| *step >= m) {
                 interrupted = Some(Outcome::StepLimit);
+                rewind = Some(after_step);
                 break;
             }
+        }
+        drop(batches);
+        if let Some(state) = rewind {
+            loader.rewind(state);
         }
         pb.finish_and_clear();
         if let Some(outcome) = interrupted {
