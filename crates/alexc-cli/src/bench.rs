@@ -59,6 +59,8 @@ pub enum BenchBackend {
     Cranelift,
     /// CUDA on GPU 0 (needs an NVIDIA driver).
     Cuda,
+    /// The CUDA kernels on the CPU emulator (a check, not a measurement).
+    CudaEmu,
 }
 
 impl BenchBackend {
@@ -67,6 +69,7 @@ impl BenchBackend {
             BenchBackend::Llvm => crate::backend::llvm(),
             BenchBackend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
             BenchBackend::Cuda => &crate::CUDA,
+            BenchBackend::CudaEmu => &crate::CUDA_EMU,
         }
     }
 
@@ -75,6 +78,7 @@ impl BenchBackend {
             BenchBackend::Llvm => "llvm",
             BenchBackend::Cranelift => "cranelift",
             BenchBackend::Cuda => "cuda",
+            BenchBackend::CudaEmu => "cuda-emu",
         }
     }
 }

@@ -161,7 +161,14 @@ pub enum Backend {
     /// Compiled to CUDA (NVRTC) and run on GPU 0; parameters, gradients and
     /// momentum stay on the device. Needs an NVIDIA driver.
     Cuda,
+    /// The CUDA backend's kernels (the same CUDA C) compiled by the host C++
+    /// compiler and run on the CPU with CUDA's thread model: for checking
+    /// generated CUDA without a GPU (slow).
+    CudaEmu,
 }
+
+/// The CUDA emulator of `--backend cuda-emu`.
+pub(crate) static CUDA_EMU: alexc_cuda::CudaEmulator = alexc_cuda::CudaEmulator::new();
 
 /// The CUDA backend of `--backend cuda`: GPU 0, compiled for its own
 /// architecture, memory resident on the device.
@@ -180,6 +187,7 @@ impl Backend {
             Backend::Llvm => backend::llvm(),
             Backend::Cranelift => &alexc_codegen_cranelift::CraneliftBackend,
             Backend::Cuda => &CUDA,
+            Backend::CudaEmu => &CUDA_EMU,
         }
     }
 
@@ -190,6 +198,7 @@ impl Backend {
             Backend::Llvm => "llvm",
             Backend::Cranelift => "cranelift",
             Backend::Cuda => "cuda",
+            Backend::CudaEmu => "cuda-emu",
         }
     }
 }

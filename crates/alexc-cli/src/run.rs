@@ -159,7 +159,10 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             .next()
             .and_then(Value::into_float)
             .ok_or_else(|| anyhow!("the model's first output is not a float tensor"))?,
-        crate::Backend::Llvm | crate::Backend::Cranelift | crate::Backend::Cuda => {
+        crate::Backend::Llvm
+        | crate::Backend::Cranelift
+        | crate::Backend::Cuda
+        | crate::Backend::CudaEmu => {
             let options = alexc_runtime::Options::default();
             let mut rt = match &args.aot {
                 None => alexc_runtime::Runtime::new(&model, &options, args.backend.runtime())

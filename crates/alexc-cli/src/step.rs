@@ -81,7 +81,7 @@ fn run_steps(
         let seed = args.seed.wrapping_add(step as u64);
         let t = Instant::now();
         let loss = match args.backend {
-            Backend::Llvm | Backend::Cranelift | Backend::Cuda => {
+            Backend::Llvm | Backend::Cranelift | Backend::Cuda | Backend::CudaEmu => {
                 let dropout = if args.no_dropout {
                     Dropout::Off
                 } else {
@@ -99,7 +99,9 @@ fn run_steps(
     }
     if let Some(path) = &args.save_weights {
         match args.backend {
-            Backend::Llvm | Backend::Cranelift | Backend::Cuda => rt.save_state(path)?,
+            Backend::Llvm | Backend::Cranelift | Backend::Cuda | Backend::CudaEmu => {
+                rt.save_state(path)?
+            }
             Backend::Interp => alexc_tensor::save_weights(path, &state)?,
         }
         eprintln!("saved weights and momentum to {}", path.display());

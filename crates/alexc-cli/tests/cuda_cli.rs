@@ -135,3 +135,53 @@ fn running_without_a_driver_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--backend cuda-emu` runs the CUDA kernels on the CPU: the logits match
+/// the reference interpreter's.
+#[test]
+fn the_emulated_gpu_runs_the_model_like_the_interpreter() {
+    let cxx = std::env::var("ALEXC_CXX").unwrap_or_else(|_| "c++".into());
+    if std::process::Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "no C++ compiler in CI");
+        eprintln!("SKIPPED: no C++ compiler `{cxx}` for the CUDA emulator");
+        return;
+    }
+    let dir = temp_dir("emu");
+    let input = dir.join("x.npy");
+    let images =
+        alexc_tensor::Tensor::from_flat_fn(vec![2, 1, 28, 28], |i| ((i * 31 % 255) as f32) / 255.0)
+            .expect("a 2×1×28×28 tensor");
+    alexc_tensor::write_npy(&input, &images).expect("writing the batch");
+    let mut logits = Vec::new();
+    for backend in ["interp", "cuda-emu"] {
+        let out_path = dir.join(format!("{backend}.npy"));
+        let out = alexc(&[
+            "run",
+            "models/alexnet-small.ron",
+            "--backend",
+            backend,
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--save-logits",
+            out_path.to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        match alexc_tensor::read_npy(&out_path).expect("logits") {
+            alexc_tensor::NpyTensor::F32(t) => logits.push(t),
+            other => panic!("{backend}: logits of {}", other.dtype_name()),
+        }
+    }
+    assert_eq!(logits[0].shape(), logits[1].shape());
+    let scale = logits[0]
+        .data()
+        .iter()
+        .fold(1e-30f32, |m, v| m.max(v.abs()));
+    for (a, b) in logits[0].data().iter().zip(logits[1].data()) {
+        assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -577,6 +577,10 @@ impl Executable for CudaExecutable {
         copied.map_err(internal)
     }
 
+    fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.stream.synchronize().map_err(internal)
+    }
+
     fn stage(&mut self, slot: usize, data: &ExternalStore) -> Result<(), RuntimeError> {
         if self.mirror_host || self.memory.borrow().is_none() {
             // Nothing on the device yet: the commit uploads as usual.

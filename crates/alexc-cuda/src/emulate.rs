@@ -45,24 +45,31 @@ use crate::{render_plan, CudaError};
 pub const HEADER: &str = include_str!("emulate/cuda_emu.h");
 
 /// Runs the CUDA backend's kernels on the CPU (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CudaEmulator {
-    /// OS threads that run a launch's blocks (and compile).
+    /// OS threads that run a launch's blocks (and compile); 0: one per
+    /// core.
     pub threads: usize,
     /// The C++ compiler; `None`: `$ALEXC_CXX`, else `c++`.
     pub compiler: Option<PathBuf>,
 }
 
-impl Default for CudaEmulator {
-    fn default() -> Self {
+impl CudaEmulator {
+    /// One thread per core, the default compiler (a `const`, for statics).
+    pub const fn new() -> CudaEmulator {
         CudaEmulator {
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: 0,
             compiler: None,
         }
     }
-}
 
-impl CudaEmulator {
+    fn workers(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     fn compiler(&self) -> PathBuf {
         self.compiler
             .clone()
@@ -74,7 +81,7 @@ impl CudaEmulator {
     /// into a loaded module.
     pub fn load(&self, kernels: &[CudaKernel]) -> Result<EmulatedModule, CudaError> {
         let dir = tempfile::tempdir().map_err(|e| CudaError::Io(e.to_string()))?;
-        let parts = split(kernels, self.threads.max(1));
+        let parts = split(kernels, self.workers());
         let compiler = self.compiler();
         let mut objects = Vec::new();
         let mut jobs = Vec::new();
@@ -121,7 +128,7 @@ impl CudaEmulator {
                 first_lines(&String::from_utf8_lossy(&out.stderr), 40)
             )));
         }
-        EmulatedModule::open(&library, kernels, self.threads.max(1))
+        EmulatedModule::open(&library, kernels, self.workers())
     }
 }
 

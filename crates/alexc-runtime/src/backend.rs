@@ -206,6 +206,13 @@ pub trait Executable {
         read_host(host, binding)
     }
 
+    /// Waits until every kernel run so far has finished. Host backends run
+    /// synchronously; a GPU queues launches, so per-kernel timing
+    /// ([`crate::Runtime::set_profiling`]) waits here after each one.
+    fn synchronize(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     /// `data` will be external buffer `slot`'s next value (the next
     /// training batch): a backend with memory of its own may start copying
     /// it now, overlapping the kernels already launched, as long as those

@@ -509,6 +509,7 @@ impl Runtime {
                 for (step, total) in self.steps.iter().zip(timings.iter_mut()) {
                     let start = std::time::Instant::now();
                     self.exec.run(step.kernel, &mut memory, &step.bindings)?;
+                    self.exec.synchronize()?;
                     *total += start.elapsed();
                 }
                 self.timed_runs += 1;
@@ -518,7 +519,9 @@ impl Runtime {
     }
 
     /// Switches per-kernel timing on (clearing what was measured) or off.
-    /// The cost is two clock reads per kernel launch.
+    /// The cost is two clock reads per kernel launch, and on a GPU a
+    /// synchronization after each (so launches no longer overlap the
+    /// host's work: time whole steps with profiling off).
     pub fn set_profiling(&mut self, on: bool) {
         self.timings = on.then(|| vec![std::time::Duration::ZERO; self.steps.len()]);
         self.timed_runs = 0;
