@@ -28,7 +28,8 @@
 //!   what another writes) is what makes the barrier placement sufficient.
 //!   A local whose every access is indexed first by such a thread variable
 //!   lives in registers (that index dropped); every other local of the
-//!   block is `__shared__`.
+//!   block is `__shared__`, 16-byte aligned, so that consecutive reads of
+//!   an aligned row compile to vector loads (`ld.shared.v4.f32`).
 //!
 //! Everything else renders as the IR says: serial loops as `for`,
 //! `Unrolled` loops with `#pragma unroll`, `Vectorized` loops that are not
@@ -399,7 +400,7 @@ impl Renderer<'_> {
                 shared += bytes;
                 let _ = writeln!(
                     out,
-                    "  __shared__ {} {id}[{}]; // {}",
+                    "  __shared__ __align__(16) {} {id}[{}]; // {}",
                     c_type(b.dtype),
                     b.elements().max(1),
                     b.name

@@ -2,13 +2,24 @@
 //! training, fused and unfused — compiles with NVRTC for sm_90 (the whole
 //! plan as one translation unit), and `ptxas -v` reports no register spills
 //! in the convolution and GEMM kernels and no local memory at all in the
-//! window kernels (LRN, max-pooling). Needs no GPU: NVRTC and ptxas come
+//! window kernels (LRN, max-pooling); the block-tiled GEMMs read their
+//! shared-memory tiles only with 128-bit loads. Needs no GPU: NVRTC and ptxas come
 //! from NVIDIA's wheels (`source scripts/setup.sh`). Without them the tests
 //! print why and pass (skip), unless `ALEXC_REQUIRE_NVRTC=1`.
 
 mod common;
 
-use alexc_cuda::{compile_plan, nvrtc_available, ptxas, ptxas_report, Arch};
+use alexc_cuda::{compile_plan, nvrtc_available, ptxas, ptxas_report, Arch, Mapping};
+
+/// The PTX of entry `name` (up to the next entry).
+fn ptx_function<'p>(ptx: &'p str, name: &str) -> &'p str {
+    let start = ptx
+        .find(&format!(".entry {name}("))
+        .unwrap_or_else(|| panic!("no PTX entry {name}"));
+    let rest = &ptx[start + 1..];
+    let end = rest.find(".entry ").unwrap_or(rest.len());
+    &rest[..end]
+}
 
 /// Whether NVRTC (and ptxas) are here; prints why not.
 fn tools() -> bool {
@@ -59,6 +70,7 @@ fn check(train: bool, no_fuse: bool) {
     assert_eq!(report.len(), launches, "one ptxas report per launch");
     let mut spills = Vec::new();
     let mut local = Vec::new();
+    let mut scalar = Vec::new();
     for (kernel, rendered) in kernels.iter().zip(&module.kernels) {
         for launch in &rendered.launches {
             let Some(r) = report.iter().find(|r| r.name == launch.entry) else {
@@ -86,10 +98,20 @@ fn check(train: bool, no_fuse: bool) {
                 if r.spill_stores > 0 || r.spill_loads > 0 {
                     spills.push(r.name.clone());
                 }
+                if matches!(launch.mapping, Mapping::Blocks { .. }) {
+                    let body = ptx_function(&module.ptx, &launch.entry);
+                    if body.contains("ld.shared.f32") || !body.contains("ld.shared.v4.f32") {
+                        scalar.push(launch.entry.clone());
+                    }
+                }
             }
         }
     }
     assert!(spills.is_empty(), "register spills in {spills:?}");
+    assert!(
+        scalar.is_empty(),
+        "GEMM launches reading shared memory without 128-bit loads: {scalar:?}"
+    );
     assert!(local.is_empty(), "local memory in window kernels {local:?}");
     // What `alexc compile --backend cuda --emit cuda,ptx -o DIR` writes.
     let dir = std::env::temp_dir().join(format!(

@@ -26,7 +26,7 @@ fn conv_relu_forward_is_a_padding_launch_then_a_block_tiled_gemm() {
             },
         ]
     );
-    assert!(k.source.contains("__shared__ float"));
+    assert!(k.source.contains("__shared__ __align__(16) float"));
     assert!(k.source.contains("__syncthreads();"));
     assert!(k.source.contains("const float* __restrict__ b0"));
     insta::assert_snapshot!("conv1_relu1_fwd", k.source);

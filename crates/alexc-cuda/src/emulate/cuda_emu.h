@@ -213,6 +213,7 @@ static int launch(Body body, void* const* args, unsigned grid, unsigned block, u
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static thread_local
 #define __syncthreads() alexc_emu::syncthreads()
 #define threadIdx (alexc_emu::thread_idx)
