@@ -5,8 +5,12 @@
 #   2. runs the whole reference suite on CUDA with the GPU lowering, failing
 #      instead of skipping (ALEXC_REQUIRE_GPU=1); ALEXC_CUDA_ALL_SETS=1 adds
 #      the suite's five CPU option sets (several more minutes of NVRTC);
-#   3. compiles every AlexNet kernel with NVRTC and checks ptxas spills;
-#   4. benchmarks alexnet.ron training at batch 128, fused vs unfused;
+#   3. trains alexnet-small with the state resident on the device, step by
+#      step and pipelined (next batch through pinned memory and a copy
+#      stream), against each other (bit for bit) and the interpreter;
+#   4. compiles every AlexNet kernel with NVRTC and checks ptxas spills;
+#   5. benchmarks alexnet.ron training at batch 128, fused vs unfused,
+#      sequential and pipelined steps, and lists the slowest kernels;
 # then prints one summary table. Meant to finish in under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +51,8 @@ if [ $ok -eq 0 ]; then
         step suite-cpu-option-sets cargo test --release -p alexc-cuda --test suite_cuda -- \
             --nocapture every_case_matches_the_reference_on_cuda_with_the_cpu_option_sets
     fi
+    step resident-training cargo test --release -p alexc-cuda --test runtime_cuda -- --nocapture \
+        pipelined_training_on_the_gpu
     step nvrtc-ptxas cargo test --release -p alexc-cuda --test nvrtc -- --nocapture
     step bench cargo run --release -p alexc-cuda --example cuda_bench -- models/alexnet.ron 128 "$STEPS"
 fi
