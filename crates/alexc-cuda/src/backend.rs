@@ -596,9 +596,11 @@ impl Executable for CudaExecutable {
             .get(slot)
             .map(DeviceBuffer::len)
             .ok_or_else(|| internal(format!("no external buffer {slot}")))?;
-        if data.len() > len {
+        // The whole pinned buffer is copied: it must be exactly the slot.
+        if data.len() != len && !(data.is_empty() && len == 1) {
             return Err(internal(format!(
-                "staged data for external buffer {slot} is larger than it"
+                "staged data for external buffer {slot} has {} elements, the buffer {len}",
+                data.len()
             )));
         }
         let staging = match device.staging.entry(slot) {
