@@ -95,22 +95,8 @@ fn alexnet_training_step_on_llvm_matches_the_interpreter() {
     training_step_matches(&LlvmBackend, Reference::F32);
 }
 
-/// The emulator needs a C++ compiler (every CI machine has one).
 fn emulator() -> Option<CudaEmulator> {
-    let cxx = std::env::var("ALEXC_CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no C++ compiler `{cxx}` in CI"
-        );
-        eprintln!("SKIPPED: no C++ compiler `{cxx}` for the CUDA emulator");
-        return None;
-    }
-    Some(CudaEmulator::default())
+    alexc_cuda::emulate::emulator_or_skip()
 }
 
 #[test]

@@ -140,14 +140,7 @@ fn running_without_a_driver_is_a_clear_error() {
 /// the reference interpreter's.
 #[test]
 fn the_emulated_gpu_runs_the_model_like_the_interpreter() {
-    let cxx = std::env::var("ALEXC_CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var_os("CI").is_none(), "no C++ compiler in CI");
-        eprintln!("SKIPPED: no C++ compiler `{cxx}` for the CUDA emulator");
+    if alexc_cuda::emulate::emulator_or_skip().is_none() {
         return;
     }
     let dir = temp_dir("emu");

@@ -8,23 +8,8 @@ use alexc_cuda::render::{CudaKernel, Launch, Param};
 use alexc_cuda::{CudaEmulator, Mapping};
 use alexc_kernel::{Access, DType};
 
-/// Whether a C++ compiler is here (every CI machine has one).
 fn emulator() -> Option<CudaEmulator> {
-    let e = CudaEmulator::default();
-    let cxx = std::env::var("ALEXC_CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no C++ compiler `{cxx}` in CI"
-        );
-        eprintln!("SKIPPED: no C++ compiler `{cxx}`");
-        return None;
-    }
-    Some(e)
+    alexc_cuda::emulate::emulator_or_skip()
 }
 
 fn param(name: &str, elements: usize, access: Access) -> Param {

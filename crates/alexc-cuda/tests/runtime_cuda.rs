@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use alexc_cuda::backend::gpu_available;
-use alexc_cuda::{CudaBackend, CudaEmulator};
+use alexc_cuda::CudaBackend;
 use alexc_interp::{Mode, Value};
 use alexc_runtime::{Backend, Dropout, Options, Runtime};
 use alexc_tensor::Tensor;
@@ -148,15 +148,8 @@ fn pipelined_training_on_the_gpu_matches_sequential_steps_and_the_interpreter() 
 
 #[test]
 fn pipelined_training_on_the_emulated_gpu_matches_sequential_steps_and_the_interpreter() {
-    let cxx = std::env::var("ALEXC_CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var_os("CI").is_none(), "no C++ compiler in CI");
-        eprintln!("SKIPPED: no C++ compiler `{cxx}` for the CUDA emulator");
+    let Some(emulator) = alexc_cuda::emulate::emulator_or_skip() else {
         return;
-    }
-    pipelined_and_sequential_steps_agree(&CudaEmulator::default());
+    };
+    pipelined_and_sequential_steps_agree(&emulator);
 }

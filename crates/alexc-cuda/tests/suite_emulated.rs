@@ -7,28 +7,16 @@
 //! thread mapping without a GPU. `ALEXC_SUITE_FILTER=<substring>` runs only
 //! matching cases.
 
-use alexc_cuda::CudaEmulator;
 use alexc_lower::LowerOptions;
 
 #[test]
 fn every_case_matches_the_reference_on_the_emulated_gpu() {
-    let cxx = std::env::var("ALEXC_CXX").unwrap_or_else(|_| "c++".into());
-    if std::process::Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no C++ compiler `{cxx}` in CI"
-        );
-        eprintln!("SKIPPED: no C++ compiler `{cxx}` for the CUDA emulator");
+    let Some(emulator) = alexc_cuda::emulate::emulator_or_skip() else {
         return;
-    }
+    };
     let filter = std::env::var("ALEXC_SUITE_FILTER").unwrap_or_default();
-    let summary =
-        alexc_suite::run_all_with(&CudaEmulator::default(), &filter, &[LowerOptions::gpu()])
-            .expect(alexc_suite::KNOWN_ISSUES);
+    let summary = alexc_suite::run_all_with(&emulator, &filter, &[LowerOptions::gpu()])
+        .expect(alexc_suite::KNOWN_ISSUES);
     println!("{summary}");
     assert!(summary.runs > 0, "no case matches `{filter}`");
     assert!(summary.passed(), "{summary}");
